@@ -1,0 +1,43 @@
+"""Face-recognition backbones as pure flax.linen modules.
+
+Every backbone maps NHWC images (112x112x3 aligned faces by default) to a
+float32 embedding: ``variables = model.init(key, images)`` and
+``model.apply(variables, images, train=False)``; in train mode pass
+``mutable=['batch_stats']`` (and a ``'dropout'`` rng where dropout is on).
+
+Models are picked by name: ``facejax.models.get('iresnet50', embedding_dim=512)``.
+The table maps a name to (module, class, default keyword arguments); modules
+are imported only when asked for.
+"""
+import importlib
+
+_MODELS = {
+    'iresnet18': ('iresnet', 'IResNet', {'stage_units': (2, 2, 2, 2)}),
+    'iresnet34': ('iresnet', 'IResNet', {'stage_units': (3, 4, 6, 3)}),
+    'iresnet50': ('iresnet', 'IResNet', {'stage_units': (3, 4, 14, 3)}),
+    'iresnet100': ('iresnet', 'IResNet', {'stage_units': (3, 13, 30, 3)}),
+    'iresnet200': ('iresnet', 'IResNet', {'stage_units': (6, 26, 60, 6)}),
+    'mobilefacenet': ('mobilefacenet', 'MobileFaceNet', {}),
+    'sphereface20': ('sphereface_net', 'SphereFaceNet', {'depth': 20}),
+    'center_loss_cnn': ('center_loss_cnn', 'CenterLossCNN', {}),
+    'deepid2': ('deepid2', 'DeepID2Net', {}),
+    'vgg_face': ('vgg_face', 'VGGFace', {}),
+}
+
+
+def names():
+  """The names ``get`` accepts."""
+  return sorted(_MODELS)
+
+
+def get(name, **kwargs):
+  """Builds the backbone ``name``; ``kwargs`` override its defaults.
+
+  Raises:
+    KeyError: unknown name (the message lists the known ones).
+  """
+  if name not in _MODELS:
+    raise KeyError(f'unknown model {name!r}; known: {", ".join(names())}')
+  module_name, class_name, defaults = _MODELS[name]
+  module = importlib.import_module(f'facejax.models.{module_name}')
+  return getattr(module, class_name)(**{**defaults, **kwargs})
