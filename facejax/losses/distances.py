@@ -8,12 +8,20 @@ is 0 and the gradient is 0, which is a valid subgradient of the norm at 0.
 
 Conventions: the last axis is the feature axis; batches lead.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 
 # Squared distances below this are treated as exactly zero. It is far below any
 # distance a face embedding meets and far above float32 round-off of 0.
 SQUARED_DISTANCE_EPS = 1e-12
+
+# Gram-expansion distances within ROUNDOFF_FACTOR * sqrt(d) * eps *
+# (||x||^2 + ||y||^2) of zero are round-off (measured: identical rows come out
+# at up to about 0.4 * sqrt(d) * eps * (...) in float32 on CPU; 2 leaves room
+# for other summation orders).
+ROUNDOFF_FACTOR = 2.0
 
 
 def safe_sqrt(x, eps=SQUARED_DISTANCE_EPS):
@@ -42,9 +50,12 @@ def pairwise_squared_distances(x, y=None):
   """D2[i, j] = ||x_i - y_j||^2 for x of shape (n, d) and y of shape (m, d).
 
   Computed by the Gram expansion ||x||^2 + ||y||^2 - 2 x.y at full matmul
-  precision (O(n*m) memory instead of O(n*m*d) for differences), clamped at 0
-  against round-off. With ``y=None`` the distances are within ``x`` and the
-  diagonal is exactly 0.
+  precision: O(n*m) memory instead of O(n*m*d) for differences. The
+  expansion cannot resolve a squared distance smaller than its own round-off,
+  about sqrt(d) * eps * (||x||^2 + ||y||^2), where two identical rows would
+  come out at a few ulps instead of 0; entries within twice that bound are
+  therefore returned as exactly 0 (with zero gradient), so duplicates are at
+  distance 0. With ``y=None`` the distances are within ``x``.
   """
   self_distances = y is None
   y = x if self_distances else y
@@ -55,7 +66,11 @@ def pairwise_squared_distances(x, y=None):
   gram = jnp.matmul(x, y.T, precision=jax.lax.Precision.HIGHEST)
   x_sq = jnp.sum(jnp.square(x), axis=-1)
   y_sq = x_sq if self_distances else jnp.sum(jnp.square(y), axis=-1)
-  distances = jnp.maximum(x_sq[:, None] + y_sq[None, :] - 2.0 * gram, 0.0)
+  norms = x_sq[:, None] + y_sq[None, :]
+  distances = norms - 2.0 * gram
+  roundoff = (ROUNDOFF_FACTOR * math.sqrt(x.shape[-1])
+              * jnp.finfo(distances.dtype).eps * norms)
+  distances = jnp.where(distances > roundoff, distances, 0.0)
   if self_distances:
     distances = jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, distances)
   return distances

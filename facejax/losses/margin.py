@@ -16,7 +16,8 @@ Conventions:
     of W), so the losses are invariant to their scale, and
     cos(theta_{i,j}) = x_i^T W_j / (||x_i|| ||W_j||).
   * The cosines may be computed from bfloat16 inputs, but they are
-    accumulated and every margin, logit and softmax is computed in float32.
+    accumulated and every margin, logit and softmax is computed in float32
+    (or the inputs' wider float type, e.g. float64 under x64).
   * The loss is the mean cross-entropy over the batch. Out-of-range labels
     raise when concrete and give NaN under ``jit`` (``facejax.losses.labels``).
 """
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 
 from facejax.losses import distances
 from facejax.losses import labels as labels_lib
+from facejax.losses import reductions
 from facejax.losses import softmax
 
 
@@ -52,17 +54,20 @@ def margin_target_cosine(cosine, m1=1.0, m2=0.5, m3=0.0):
   uses all three. Beyond theta* = (pi - m2) / m1 the cosine would turn back
   up and reward a *larger* angle, so psi continues monotonically decreasing:
     * m1 = 1 (ArcFace and insightface's combined margin): insightface's rule
-      psi = cos(theta) - m2 * sin(pi - m2) - m3, so results match arcface_torch;
-    * m1 != 1: psi = cos(theta) - cos(theta*) - 1 - m3, continuous at theta*.
+      psi = cos(theta) - m2 * sin(pi - m2) - m3, so results match arcface_torch.
+      It starts at or below psi(theta*) = -1 - m3 (a downward step) as long as
+      cos(m2) + m2 sin(m2) >= 1, i.e. for every m2 up to about 2.33;
+    * otherwise (m1 != 1, or a larger m2): psi = cos(theta) - cos(theta*) - 1
+      - m3, continuous at theta*.
 
   Args:
-    cosine: target cosines cos(theta_{i, y_i}), any shape, float32.
+    cosine: target cosines cos(theta_{i, y_i}), any shape.
     m1, m2, m3: static Python floats.
 
   Returns:
-    psi, same shape, float32.
+    psi, same shape, float32 (or the cosine's wider float type).
   """
-  cosine = cosine.astype(jnp.float32)
+  cosine = cosine.astype(reductions.compute_dtype(cosine))
   if m1 == 1.0 and m2 == 0.0:
     return cosine - m3
   theta = angle_from_cosine(cosine)
@@ -70,7 +75,7 @@ def margin_target_cosine(cosine, m1=1.0, m2=0.5, m3=0.0):
   threshold = (math.pi - m2) / m1
   if threshold >= math.pi:
     return with_margin
-  if m1 == 1.0:
+  if m1 == 1.0 and math.cos(m2) + m2 * math.sin(m2) >= 1.0:
     fallback = cosine - m2 * math.sin(math.pi - m2) - m3
   else:
     fallback = cosine - math.cos(threshold) - 1.0 - m3
@@ -80,19 +85,20 @@ def margin_target_cosine(cosine, m1=1.0, m2=0.5, m3=0.0):
 def cosine_matrix(embeddings, weights):
   """cos(theta) between each embedding (N, D) and each class column of W (D, C).
 
-  Normalisation is done in float32; the matmul takes the input dtype (so
-  bfloat16 inputs use the fast path) and accumulates in float32.
+  Normalisation is done in float32 (or wider); the matmul takes the input
+  dtype (so bfloat16 inputs use the fast path) and accumulates in float32.
   """
   if (embeddings.ndim != 2 or weights.ndim != 2
       or embeddings.shape[1] != weights.shape[0]):
     raise ValueError(
         f'need embeddings (N, D) and weights (D, C), got {embeddings.shape} '
         f'and {weights.shape}')
-  unit_embeddings = distances.l2_normalize(embeddings.astype(jnp.float32))
-  unit_weights = distances.l2_normalize(weights.astype(jnp.float32), axis=0)
+  dtype = reductions.compute_dtype(embeddings, weights)
+  unit_embeddings = distances.l2_normalize(embeddings.astype(dtype))
+  unit_weights = distances.l2_normalize(weights.astype(dtype), axis=0)
   return jnp.matmul(unit_embeddings.astype(embeddings.dtype),
                     unit_weights.astype(weights.dtype),
-                    preferred_element_type=jnp.float32)
+                    preferred_element_type=dtype)
 
 
 def checked_labels(labels, cosines):
@@ -134,7 +140,7 @@ def margin_softmax_loss(embeddings, weights, labels, scale=64.0, m1=1.0,
       margins (static Python floats).
 
   Returns:
-    Scalar float32 mean cross-entropy.
+    Scalar float32 (or wider) mean cross-entropy.
   """
   cosines = cosine_matrix(embeddings, weights)
   labels, valid = checked_labels(labels, cosines)
@@ -191,12 +197,12 @@ def inter_loss(embeddings, weights, labels, scale=64.0):
   num_classes = cosines.shape[1]
   if num_classes < 2:
     raise ValueError('inter_loss needs at least two classes')
-  unit_weights = distances.l2_normalize(weights.astype(jnp.float32), axis=0)
+  unit_weights = distances.l2_normalize(weights.astype(cosines.dtype), axis=0)
   target_centres = unit_weights.T[labels]                       # (N, D)
   centre_angles = angle_from_cosine(target_centres @ unit_weights)  # (N, C)
   # The target's angle to itself is 0 (up to round-off): exclude it exactly.
   centre_angles = replace_target(centre_angles, labels,
-                                  jnp.zeros(labels.shape, jnp.float32))
+                                  jnp.zeros(labels.shape, cosines.dtype))
   mean_other_angle = jnp.sum(centre_angles, axis=1) / (num_classes - 1)
   per_example = per_example - mean_other_angle / math.pi
   return jnp.mean(labels_lib.nan_where_invalid(per_example, valid))

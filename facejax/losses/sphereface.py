@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from facejax.losses import distances
 from facejax.losses import labels as labels_lib
 from facejax.losses import margin as margin_lib
+from facejax.losses import reductions
 from facejax.losses import softmax
 
 
@@ -30,7 +31,8 @@ def sphereface_psi(cosine, m=4):
   Monotonically decreasing on [0, pi], k = 0..m-1. The piece index k does not
   depend on the parameters, so it carries no gradient.
   """
-  cosine = jnp.clip(cosine.astype(jnp.float32), -1.0, 1.0)
+  cosine = jnp.clip(cosine.astype(reductions.compute_dtype(cosine)), -1.0,
+                    1.0)
   theta = jax.lax.stop_gradient(margin_lib.angle_from_cosine(cosine))
   k = jnp.clip(jnp.floor(m * theta / math.pi), 0, m - 1)
   sign = 1.0 - 2.0 * jnp.mod(k, 2.0)
@@ -68,13 +70,13 @@ def sphereface_loss(embeddings, weights, labels, m=4, lam=5.0):
     lam: the blending weight lambda >= 0.
 
   Returns:
-    Scalar float32 mean cross-entropy.
+    Scalar float32 (or wider) mean cross-entropy.
   """
   if int(m) != m or m < 1:
     raise ValueError(f'sphereface_loss needs an integer margin m >= 1, got {m}')
   cosines = margin_lib.cosine_matrix(embeddings, weights)
   labels, valid = margin_lib.checked_labels(labels, cosines)
-  feature_norm = distances.safe_norm(embeddings.astype(jnp.float32))
+  feature_norm = distances.safe_norm(embeddings.astype(cosines.dtype))
   target_cosine = margin_lib.target_column(cosines, labels)
   blended = (lam * target_cosine + sphereface_psi(target_cosine, int(m))) / (
       1.0 + lam)

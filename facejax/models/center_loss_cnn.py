@@ -94,8 +94,8 @@ class CenterLossCNN(nn.Module):
           name=f'local{index}')(x)
       x = prelu(f'local_prelu{index}')(x)
     # Multi-scale feature: the last pooling layer next to the last local one.
-    features = jnp.concatenate([pooled, x], axis=-1)
-    features = features.reshape(features.shape[0], -1)
+    multi_scale = jnp.concatenate([pooled, x], axis=-1)
+    multi_scale = multi_scale.reshape(multi_scale.shape[0], -1)
     embedding = nn.Dense(self.embedding_dim, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name='fc5')(features)
+                         param_dtype=self.param_dtype, name='fc5')(multi_scale)
     return embedding.astype(jnp.float32)

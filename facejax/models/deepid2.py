@@ -72,10 +72,11 @@ class DeepID2Net(nn.Module):
         kernel_init=locally_connected.local_kernel_init(2.0, 'normal'),
         name=f'conv{len(self.conv_features) + 1}')(x)
     x = nn.relu(x)
-    features = jnp.concatenate([pooled.reshape(pooled.shape[0], -1),
-                                x.reshape(x.shape[0], -1)], axis=-1)
+    multi_scale = jnp.concatenate([pooled.reshape(pooled.shape[0], -1),
+                                   x.reshape(x.shape[0], -1)], axis=-1)
     embedding = nn.Dense(self.embedding_dim, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name='deepid2')(features)
+                         param_dtype=self.param_dtype,
+                         name='deepid2')(multi_scale)
     if self.embedding_relu:
       embedding = nn.relu(embedding)
     return embedding.astype(jnp.float32)
