@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 
-
 from absl.testing import parameterized
 import chex
 import hypothesis
