@@ -5,8 +5,6 @@ PYTHON ?= python3
 VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-# Sharded code is exercised everywhere: 8 simulated CPU devices.
-TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
 .PHONY: demo test bench clean
 
@@ -20,7 +18,7 @@ demo: $(INSTALLED)
 	$(VENV_PYTHON) -m train.loss_demo
 
 test: $(INSTALLED)
-	$(TEST_ENV) $(VENV_PYTHON) -m pytest
+	$(VENV_PYTHON) -m pytest  # tests/conftest.py sets 8 simulated CPU devices
 
 bench: $(INSTALLED)
 	$(VENV_PYTHON) -m bench.losses

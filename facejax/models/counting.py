@@ -22,7 +22,8 @@ def count_parameters(params):
 
 
 def _layer_macs(module, inputs, outputs):
-  out_positions = math.prod(outputs.shape[:-1])
+  if isinstance(module, (nn.Conv, nn.Dense)):
+    out_positions = math.prod(outputs.shape[:-1])
   if isinstance(module, nn.Conv):
     in_per_group = inputs.shape[-1] // module.feature_group_count
     return (out_positions * math.prod(module.kernel_size) * in_per_group

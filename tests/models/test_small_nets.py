@@ -1,12 +1,9 @@
 """The early face nets: center-loss CNN, DeepID2 and VGG-Face.
 
-Behaviour is checked on tiny widths through ``facejax.models.get``; the
-published sizes by ``jax.eval_shape`` (no compute) at full width. Tiny models
-are initialised once, under jit, from 'rbg' keys: compiling threefry
-random-number kernels dominates test time on small CPUs.
+What every backbone must do is in test_zoo.py; here are what is particular
+to these three: VGG-Face's classifier, the papers' defaults, and the
+published layer shapes and sizes by ``jax.eval_shape`` (no compute).
 """
-import functools
-
 import chex
 import flax.linen as nn
 import jax
@@ -17,146 +14,13 @@ import pytest
 from facejax import models
 from facejax.models import counting
 from facejax.models import locally_connected
-
-# name -> (tiny keyword arguments, input shape (batch first), embedding size)
-# (Tiny depths too where the full depth is checked by eval_shape below: test
-# time is XLA compile time, which grows with the number of layers.)
-TINY = {
-    'center_loss_cnn': (dict(conv_stage_features=(4, 8), convs_per_stage=1,
-                             local_features=(8, 8, 8), embedding_dim=16),
-                        (2, 32, 32, 3), 16),
-    'deepid2': (dict(conv_features=(4, 6, 8), local_features=8,
-                     embedding_dim=12),
-                (2, 55, 47, 3), 12),
-    'vgg_face': (dict(stage_features=(4, 4, 8, 8, 8),
-                      stage_convs=(1, 1, 2, 1, 1), fc_features=32,
-                      embedding_dim=16),
-                 (2, 32, 32, 3), 16),
-}
-
-
-def build(name, **overrides):
-  kwargs, shape, dim = TINY[name]
-  return models.get(name, **{**kwargs, **overrides}), shape, dim
-
-
-def images(shape, seed=0):
-  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def key(seed):
-  return jax.random.key(seed, impl='rbg')
-
-
-@functools.lru_cache(maxsize=None)
-def jitted(model):
-  """(init, apply) of ``model`` under jit, compiled once per model."""
-  return jax.jit(model.init), jax.jit(model.apply,
-                                      static_argnames=('train', 'mutable'))
-
-
-@functools.lru_cache(maxsize=None)
-def init(model, shape, seed=0):
-  """Variables of ``model`` for inputs of ``shape`` (cached: do not mutate)."""
-  return jitted(model)[0](key(seed), jnp.zeros(shape))
-
-
-def apply(model, variables, x, train=False, **kwargs):
-  return jitted(model)[1](variables, x, train=train, **kwargs)
-
-
-def abstract_params(model, shape):
-  return jax.eval_shape(
-      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape)))['params']
-
-
-def record_shapes(model, shape, module_types):
-  """Module name -> (input shape, output shape) without batch, by eval_shape."""
-  shapes = {}
-
-  def record(next_fun, args, kwargs, context):
-    out = next_fun(*args, **kwargs)
-    if (context.method_name == '__call__'
-        and isinstance(context.module, module_types)):
-      shapes[context.module.name] = (args[0].shape[1:], out.shape[1:])
-    return out
-
-  with nn.intercept_methods(record):
-    abstract_params(model, shape)
-  return shapes
-
-
-def cosine(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1)
-                              * np.linalg.norm(b, axis=-1))
-
-
-# --- Behaviour at tiny widths ----------------------------------------------
-
-
-@pytest.mark.parametrize('name', sorted(TINY))
-def test_embedding_shape_dtype_and_finiteness(name):
-  model, shape, dim = build(name)
-  embedding = apply(model, init(model, shape), images(shape))
-  chex.assert_shape(embedding, (shape[0], dim))
-  chex.assert_type(embedding, jnp.float32)
-  chex.assert_tree_all_finite(embedding)
-  assert np.all(np.any(np.asarray(embedding) != 0, axis=-1))
-
-
-@pytest.mark.parametrize('name', sorted(TINY))
-def test_no_batch_stats_and_train_mode_differs_only_by_dropout(name):
-  model, shape, _ = build(name)
-  variables = init(model, shape)
-  assert set(variables) == {'params'}
-  x = images(shape)
-  evaluated = apply(model, variables, x)
-  trained, state = apply(model, variables, x, train=True,
-                         mutable=('batch_stats',), rngs={'dropout': key(1)})
-  assert not state  # Nothing to update.
-  if name == 'vgg_face':  # Dropout 0.5 after fc6.
-    assert not np.allclose(trained, evaluated)
-  else:
-    chex.assert_trees_all_equal(trained, evaluated)
-
-
-@pytest.mark.parametrize('name', sorted(TINY))
-def test_initialisation_and_forward_are_deterministic(name):
-  model, shape, _ = build(name)
-  first = init(model, shape)
-  second = jitted(model)[0](key(0), jnp.zeros(shape))
-  chex.assert_trees_all_equal(first, second)
-  other = init(model, shape, seed=7)
-  assert any(not np.array_equal(a, b) for a, b in zip(
-      jax.tree_util.tree_leaves(first['params']),
-      jax.tree_util.tree_leaves(other['params'])))
-  x = images(shape)
-  chex.assert_trees_all_equal(apply(model, first, x), apply(model, second, x))
-
-
-@pytest.mark.parametrize('name', sorted(TINY))
-def test_bfloat16_compute_matches_float32(name):
-  model, shape, _ = build(name)
-  model_bf16, _, _ = build(name, dtype=jnp.bfloat16)
-  variables = init(model, shape)
-  # float32 parameters serve both: the parameter dtype is unchanged.
-  bf16_shapes = jax.eval_shape(model_bf16.init, jax.random.PRNGKey(0),
-                               jnp.zeros(shape))
-  chex.assert_trees_all_equal_structs(variables, bf16_shapes)
-  for leaf in jax.tree_util.tree_leaves(bf16_shapes):
-    assert leaf.dtype == jnp.float32
-  x = images(shape)
-  reference = apply(model, variables, x)
-  mixed = apply(model_bf16, variables, x)
-  chex.assert_type(mixed, jnp.float32)
-  assert np.all(cosine(reference, mixed) > 0.99), cosine(reference, mixed)
+from tests.models import zoo
 
 
 def test_vgg_face_classifier_returns_embedding_and_logits():
-  plain, shape, dim = build('vgg_face')
-  model, _, _ = build('vgg_face', num_classes=10)
-  variables = init(plain, shape)
+  plain, shape, dim = zoo.build('vgg_face')
+  model, _, _ = zoo.build('vgg_face', num_classes=10)
+  variables = zoo.init(plain, shape)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros(shape))
   assert set(shapes['params']) == set(variables['params']) | {'fc8'}
   chex.assert_shape([shapes['params']['fc8']['kernel'],
@@ -165,16 +29,16 @@ def test_vgg_face_classifier_returns_embedding_and_logits():
   fc8 = {'kernel': rng.standard_normal((dim, 10)).astype(np.float32),
          'bias': np.zeros(10, np.float32)}
   variables = {'params': {**variables['params'], 'fc8': fc8}}
-  x = images(shape)
-  embedding, logits = apply(model, variables, x)
+  x = zoo.images(shape)
+  embedding, logits = zoo.apply(model, variables, x)
   chex.assert_shape([embedding, logits], [(2, dim), (2, 10)])
   chex.assert_type([embedding, logits], jnp.float32)
   np.testing.assert_allclose(logits, embedding @ fc8['kernel'], rtol=1e-5,
                              atol=1e-5)
   chex.assert_trees_all_close(embedding,
-                              apply(plain, init(plain, shape), x))
-  train_embedding, train_logits = apply(model, variables, x, train=True,
-                                        rngs={'dropout': key(3)})
+                              zoo.apply(plain, zoo.init(plain, shape), x))
+  train_embedding, train_logits = zoo.apply(model, variables, x, train=True,
+                                            rngs={'dropout': zoo.key(3)})
   chex.assert_tree_all_finite([train_embedding, train_logits])
   # Dropout on fc7 acts on the logits' path only.
   assert not np.allclose(train_logits, train_embedding @ fc8['kernel'])
@@ -209,9 +73,10 @@ def test_vgg_face_has_the_published_size_and_macs():
   # VGG-16 with a 2622-way classifier: 145,002,878 parameters.
   model = models.get('vgg_face', num_classes=2622)
   assert counting.count_parameters(
-      abstract_params(model, (1, 224, 224, 3))) == 145_002_878
-  # count_macs needs array outputs: count the embedding net (fc8 adds 10.7M).
+      zoo.abstract_params(model, (1, 224, 224, 3))) == 145_002_878
   macs = counting.count_macs(models.get('vgg_face'), (1, 224, 224, 3))
+  # The classifier adds fc8 (4096 x 2622) and counts through its tuple output.
+  assert counting.count_macs(model, (1, 224, 224, 3)) == macs + 4096 * 2622
   assert abs(macs / 15.5e9 - 1) < 0.01
   widths = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
   sides = [224] * 2 + [112] * 2 + [56] * 3 + [28] * 3 + [14] * 3
@@ -224,14 +89,14 @@ def test_vgg_face_has_the_published_size_and_macs():
 def test_deepid2_layers_match_the_papers_figure():
   model = models.get('deepid2')
   shape = (1, 55, 47, 3)
-  shapes = record_shapes(model, shape, (nn.Conv, nn.Dense,
+  shapes = zoo.record_shapes(model, shape, (nn.Conv, nn.Dense,
                                         locally_connected.LocallyConnected2D))
   assert {name: out for name, (_, out) in shapes.items()} == {
       'conv1': (52, 44, 20), 'conv2': (24, 20, 40), 'conv3': (10, 8, 60),
       'conv4': (4, 3, 80), 'deepid2': (160,)}
   # The DeepID2 layer sees pool3 (5x4x60) and conv4 (4x3x80).
   assert shapes['deepid2'][0] == (5 * 4 * 60 + 4 * 3 * 80,)
-  params = abstract_params(model, shape)
+  params = zoo.abstract_params(model, shape)
   assert params['conv4']['kernel'].shape == (4, 3, 2, 2, 60, 80)
   expected_params = ((4 * 4 * 3 + 1) * 20 + (9 * 20 + 1) * 40
                      + (9 * 40 + 1) * 60 + 4 * 3 * (2 * 2 * 60 + 1) * 80
@@ -245,7 +110,7 @@ def test_deepid2_layers_match_the_papers_figure():
 def test_center_loss_cnn_layers_match_the_reconstruction():
   model = models.get('center_loss_cnn')
   shape = (1, 112, 96, 3)
-  shapes = record_shapes(model, shape, (nn.Conv, nn.Dense,
+  shapes = zoo.record_shapes(model, shape, (nn.Conv, nn.Dense,
                                         locally_connected.LocallyConnected2D))
   assert {name: out for name, (_, out) in shapes.items()} == {
       'conv1_1': (112, 96, 128), 'conv1_2': (112, 96, 128),
@@ -254,7 +119,7 @@ def test_center_loss_cnn_layers_match_the_reconstruction():
       'local3': (7, 6, 256), 'fc5': (512,)}
   # fc5 sees pool4 (7x6x256) next to local3 (7x6x256).
   assert shapes['fc5'][0] == (7 * 6 * 512,)
-  params = abstract_params(model, shape)
+  params = zoo.abstract_params(model, shape)
   # 4x4, 2x2 and 1x1 sharing regions: 7x6 distinct filters in every layer.
   assert params['local1']['kernel'].shape == (7, 6, 3, 3, 128, 256)
   assert params['local2']['kernel'].shape == (7, 6, 3, 3, 256, 256)

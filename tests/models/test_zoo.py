@@ -1,7 +1,8 @@
 """What every backbone of the zoo must do, checked on tiny configurations.
 
 Each model is built by name through ``facejax.models.get`` with tiny widths
-(the full models are checked by ``jax.eval_shape`` in their own test files).
+(``zoo.TINY``); full sizes are checked by ``jax.eval_shape`` in the
+model's own test file.
 """
 import chex
 import flax.linen as nn
@@ -11,103 +12,76 @@ import numpy as np
 import pytest
 
 from facejax import models
+from tests.models import zoo
 
-# name -> (tiny keyword arguments, input shape (batch first), embedding size)
-TINY = {
-    'iresnet18': (dict(stage_features=(8, 8, 16, 16), stem_features=8,
-                       embedding_dim=16, stage_units=(1, 1, 1, 1)),
-                  (2, 32, 32, 3), 16),
-    'iresnet50': (dict(stage_features=(4, 4, 8, 8), stem_features=4,
-                       embedding_dim=8, dropout_rate=0.2),
-                  (2, 32, 32, 3), 8),
-    'mobilefacenet': (dict(embedding_dim=16, stem_features=8,
-                           expanded_features=16,
-                           bottlenecks=((2, 8, 2, 2), (2, 16, 1, 2))),
-                      (2, 32, 32, 3), 16),
-    'sphereface20': (dict(stage_features=(4, 8, 8, 16), embedding_dim=12),
-                     (2, 32, 32, 3), 12),
-    'sphereface20_bn': (dict(stage_features=(4, 8, 8, 16), embedding_dim=12,
-                             batch_norm=True),
-                        (2, 32, 32, 3), 12),
-}
+CASES = sorted(zoo.TINY)
 
 
-def build(name, **overrides):
-  kwargs, shape, dim = TINY[name]
-  registry_name = name.removesuffix('_bn')
-  return models.get(registry_name, **kwargs, **overrides), shape, dim
-
-
-def images(shape, seed=0):
-  return jax.random.normal(jax.random.PRNGKey(seed), shape)
-
-
-def init(model, shape):
-  return model.init(jax.random.PRNGKey(0), jnp.zeros(shape))
-
-
-@pytest.mark.parametrize('name', sorted(TINY))
-def test_embedding_shape_dtype_and_finiteness(name):
-  model, shape, dim = build(name)
-  variables = init(model, shape)
-  embedding = model.apply(variables, images(shape))
+@pytest.mark.parametrize('case', CASES)
+def test_embedding_shape_dtype_and_finiteness(case):
+  model, shape, dim = zoo.build(case)
+  embedding = zoo.apply(model, zoo.init(model, shape), zoo.images(shape))
   chex.assert_shape(embedding, (shape[0], dim))
   chex.assert_type(embedding, jnp.float32)
   chex.assert_tree_all_finite(embedding)
+  assert np.all(np.any(np.asarray(embedding) != 0, axis=-1))
 
 
-@pytest.mark.parametrize('name', sorted(TINY))
-def test_batch_stats_change_only_in_train_mode(name):
-  model, shape, _ = build(name)
-  variables = init(model, shape)
-  x = images(shape)
-  rngs = {'dropout': jax.random.PRNGKey(1)}
-  if 'batch_stats' not in variables:
-    # No normalisation: train and eval differ only by dropout, if any.
-    model.apply(variables, x, train=True, rngs=rngs)
-    return
-  _, updated = model.apply(variables, x, train=True, mutable=['batch_stats'],
-                           rngs=rngs)
-  changed = jax.tree_util.tree_map(
-      lambda old, new: not np.array_equal(old, new),
-      variables['batch_stats'], updated['batch_stats'])
-  assert all(jax.tree_util.tree_leaves(changed))
-  # Eval mode reads the running statistics and mutates nothing.
-  _, eval_state = model.apply(variables, x, train=False,
-                              mutable=['batch_stats'])
-  chex.assert_trees_all_equal(eval_state['batch_stats'],
-                              variables['batch_stats'])
+@pytest.mark.parametrize('case', CASES)
+def test_batch_stats_change_only_in_train_mode(case):
+  model, shape, _ = zoo.build(case)
+  variables = zoo.init(model, shape)
+  x = zoo.images(shape)
+  evaluated = zoo.apply(model, variables, x)
+  trained, state = zoo.apply(model, variables, x, train=True,
+                             mutable=('batch_stats',),
+                             rngs={'dropout': zoo.key(1)})
+  # Eval mode reads the running statistics and changes nothing.
+  _, eval_state = zoo.apply(model, variables, x, mutable=('batch_stats',))
+  chex.assert_trees_all_equal(eval_state, {
+      k: v for k, v in variables.items() if k == 'batch_stats'})
+  if 'batch_stats' in variables:
+    changed = jax.tree_util.tree_map(
+        lambda old, new: not np.array_equal(old, new),
+        variables['batch_stats'], state['batch_stats'])
+    assert all(jax.tree_util.tree_leaves(changed))
+  else:
+    assert not state
+    has_dropout = case in ('vgg_face', 'iresnet50_dropout')
+    assert np.allclose(trained, evaluated) != has_dropout
 
 
-@pytest.mark.parametrize('name', sorted(TINY))
-def test_initialisation_and_forward_are_deterministic(name):
-  model, shape, _ = build(name)
-  first, second = init(model, shape), init(model, shape)
+@pytest.mark.parametrize('case', CASES)
+def test_initialisation_and_forward_are_deterministic(case):
+  model, shape, _ = zoo.build(case)
+  first = zoo.init(model, shape)
+  second = zoo.jitted(model)[0](zoo.key(0), jnp.zeros(shape))
   chex.assert_trees_all_equal(first, second)
-  other = model.init(jax.random.PRNGKey(7), jnp.zeros(shape))
+  other = zoo.init(model, shape, seed=7)
   assert any(not np.array_equal(a, b) for a, b in zip(
       jax.tree_util.tree_leaves(first['params']),
       jax.tree_util.tree_leaves(other['params'])))
-  x = images(shape)
-  chex.assert_trees_all_equal(model.apply(first, x), model.apply(second, x))
+  x = zoo.images(shape)
+  chex.assert_trees_all_equal(zoo.apply(model, first, x),
+                              zoo.apply(model, second, x))
 
 
-@pytest.mark.parametrize('name', sorted(TINY))
-def test_bfloat16_compute_matches_float32(name):
-  model, shape, _ = build(name)
-  model_bf16, _, _ = build(name, dtype=jnp.bfloat16)
-  variables = init(model, shape)
-  # float32 parameters serve both: the parameter dtype is unchanged.
-  chex.assert_trees_all_equal_structs(variables, init(model_bf16, shape))
-  for leaf in jax.tree_util.tree_leaves(init(model_bf16, shape)):
-    chex.assert_type(leaf, jnp.float32)
-  x = images(shape)
-  reference = np.asarray(model.apply(variables, x))
-  mixed = model_bf16.apply(variables, x)
+@pytest.mark.parametrize('case', CASES)
+def test_bfloat16_compute_matches_float32(case):
+  model, shape, _ = zoo.build(case)
+  model_bf16, _, _ = zoo.build(case, dtype=jnp.bfloat16)
+  variables = zoo.init(model, shape)
+  # float32 parameters and statistics serve both: only compute changes.
+  bf16_shapes = zoo.abstract_variables(model_bf16, shape)
+  chex.assert_trees_all_equal_structs(variables, bf16_shapes)
+  for leaf in jax.tree_util.tree_leaves(bf16_shapes):
+    assert leaf.dtype == jnp.float32
+  x = zoo.images(shape)
+  reference = zoo.apply(model, variables, x)
+  mixed = zoo.apply(model_bf16, variables, x)
   chex.assert_type(mixed, jnp.float32)
-  cosine = np.sum(reference * mixed, -1) / (
-      np.linalg.norm(reference, axis=-1) * np.linalg.norm(mixed, axis=-1))
-  assert np.all(cosine > 0.98), cosine
+  similarity = zoo.cosine(reference, mixed)
+  assert np.all(similarity > 0.98), similarity
 
 
 def test_unknown_name_lists_the_known_ones():
