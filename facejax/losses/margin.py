@@ -23,7 +23,6 @@ Conventions:
 """
 import math
 
-import jax
 import jax.numpy as jnp
 
 from facejax.losses import distances

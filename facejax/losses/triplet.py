@@ -83,7 +83,8 @@ def batch_all_triplet_loss(embeddings, labels, margin=0.2, squared=False,
   distance = _distance_matrix(embeddings, squared)
   positive, negative = pair_masks(labels)
   # Index order [anchor, positive, negative].
-  per_triplet = jax.nn.relu(margin + distance[:, :, None] - distance[:, None, :])
+  per_triplet = jax.nn.relu(
+      margin + distance[:, :, None] - distance[:, None, :])
   valid_triplet = positive[:, :, None] & negative[:, None, :]
   if nonzero_only:
     valid_triplet = valid_triplet & (per_triplet > 0)

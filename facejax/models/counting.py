@@ -18,7 +18,8 @@ import jax.numpy as jnp
 
 def count_parameters(params):
   """Number of scalars in a parameter pytree (or in ``variables['params']``)."""
-  return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))
+  leaves = jax.tree_util.tree_leaves(params)
+  return sum(math.prod(leaf.shape) for leaf in leaves)
 
 
 def _layer_macs(module, inputs, outputs):

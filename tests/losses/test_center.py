@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from facejax.losses import center
+from tests.losses import brute_force
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -28,15 +29,6 @@ LAYOUTS = {
     'all_present': [4, 0, 3, 1, 2, 3, 0, 4],
     'one_class': [2] * BATCH,
 }
-
-
-def _gaussian(seed, shape):
-  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def _assert_close(actual, expected):
-  np.testing.assert_allclose(
-      np.asarray(actual, np.float64), expected, rtol=RTOL, atol=ATOL)
 
 
 def _with_special_values(centers, labels):
@@ -116,8 +108,8 @@ class CenterLossTest(chex.TestCase):
       ('all_present_alpha_1', 'all_present', 1.0),
       ('one_class_alpha_0_1', 'one_class', 0.1))
   def test_matches_reference(self, layout, alpha):
-    features = 2.0 * _gaussian(0, (BATCH, DIM))
-    centers = _gaussian(1, (CLASSES, DIM))
+    features = 2.0 * brute_force.gaussian(0, (BATCH, DIM))
+    centers = brute_force.gaussian(1, (CLASSES, DIM))
     labels = np.array(LAYOUTS[layout], np.int32)
     loss, new_centers = self.center_loss(features, labels, centers, alpha)
     chex.assert_shape(loss, ())
@@ -126,16 +118,17 @@ class CenterLossTest(chex.TestCase):
     chex.assert_type(new_centers, jnp.float32)
     expected_loss, expected_centers = ref_center_loss(features, labels,
                                                       centers, alpha)
-    _assert_close(loss, expected_loss)
-    _assert_close(new_centers, expected_centers)
+    brute_force.assert_close(loss, expected_loss)
+    brute_force.assert_close(new_centers, expected_centers)
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(*[(layout, layout) for layout in LAYOUTS])
   def test_absent_classes_are_bit_identical(self, layout):
     labels = np.array(LAYOUTS[layout], np.int32)
-    centers = _with_special_values(_gaussian(2, (CLASSES, DIM)), labels)
-    _, new_centers = self.center_loss(_gaussian(3, (BATCH, DIM)), labels,
-                                      centers)
+    centers = _with_special_values(brute_force.gaussian(2, (CLASSES, DIM)),
+                                   labels)
+    _, new_centers = self.center_loss(brute_force.gaussian(3, (BATCH, DIM)),
+                                      labels, centers)
     new_centers = np.asarray(new_centers)
     for j in range(CLASSES):
       if j not in labels:
@@ -151,8 +144,8 @@ class CenterLossTest(chex.TestCase):
     # d/dx_i = (x_i - c_{y_i}) / N and exactly nothing into the centres,
     # including where a feature sits on its centre (distance 0).
     labels = np.array(LAYOUTS['some_absent'], np.int32)
-    features = _gaussian(4, (BATCH, DIM))
-    centers = _gaussian(5, (CLASSES, DIM))
+    features = brute_force.gaussian(4, (BATCH, DIM))
+    centers = brute_force.gaussian(5, (CLASSES, DIM))
     features[3] = centers[labels[3]]
     grad_features, grad_centers = self.variant(
         _LOSS_GRADS, static_argnames=('alpha',))(features, labels, centers,
@@ -163,15 +156,16 @@ class CenterLossTest(chex.TestCase):
       for k in range(DIM):
         expected[i, k] = (float(features[i, k])
                           - float(centers[label, k])) / BATCH
-    _assert_close(grad_features, expected)
+    brute_force.assert_close(grad_features, expected)
     np.testing.assert_array_equal(np.asarray(grad_features)[3], 0.0)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_update_treats_features_as_constants(self):
     labels = np.array(LAYOUTS['all_present'], np.int32)
     grad = self.variant(_UPDATE_GRAD)(
-        _gaussian(6, (BATCH, DIM)), labels, _gaussian(7, (CLASSES, DIM)),
-        _gaussian(8, (CLASSES, DIM)))
+        brute_force.gaussian(6, (BATCH, DIM)), labels,
+        brute_force.gaussian(7, (CLASSES, DIM)),
+        brute_force.gaussian(8, (CLASSES, DIM)))
     np.testing.assert_array_equal(np.asarray(grad), 0.0)
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -183,9 +177,9 @@ class CenterLossTest(chex.TestCase):
       start_at_mean=st.booleans())
   def test_update_moves_present_centres_toward_class_mean(
       self, seed, labels, alpha, start_at_mean):
-    features = 2.0 * _gaussian(seed, (BATCH, DIM))
-    centers = _with_special_values(_gaussian(seed + 1, (CLASSES, DIM)),
-                                   labels)
+    features = 2.0 * brute_force.gaussian(seed, (BATCH, DIM))
+    centers = _with_special_values(
+        brute_force.gaussian(seed + 1, (CLASSES, DIM)), labels)
     means = ref_class_means(features, labels)
     if start_at_mean:
       # One centre already at its class mean (up to float32 rounding).
@@ -214,8 +208,8 @@ class CenterLossTest(chex.TestCase):
                     renaming=st.permutations(range(CLASSES)))
   def test_invariant_to_batch_order_and_class_names(self, seed, order,
                                                     renaming):
-    features = _gaussian(seed, (BATCH, DIM))
-    centers = _gaussian(seed + 1, (CLASSES, DIM))
+    features = brute_force.gaussian(seed, (BATCH, DIM))
+    centers = brute_force.gaussian(seed + 1, (CLASSES, DIM))
     labels = np.array(LAYOUTS['some_absent'], np.int32)
     order = np.array(order)
     renaming = np.array(renaming)
@@ -237,9 +231,9 @@ class CenterLossTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_alpha_zero_keeps_every_centre(self):
-    centers = _gaussian(9, (CLASSES, DIM))
+    centers = brute_force.gaussian(9, (CLASSES, DIM))
     _, new_centers = self.center_loss(
-        _gaussian(10, (BATCH, DIM)),
+        brute_force.gaussian(10, (BATCH, DIM)),
         np.array(LAYOUTS['all_present'], np.int32), centers, 0.0)
     np.testing.assert_array_equal(np.asarray(new_centers), centers)
 
@@ -251,14 +245,14 @@ class CenterLossTest(chex.TestCase):
     labels = np.array(LAYOUTS['some_absent'], np.int32)
     labels[1] = CLASSES  # Was class 1, which keeps two other examples.
     labels[2] = -1  # Was class 2, which keeps one other example.
-    features = _gaussian(11, (BATCH, DIM))
-    centers = _gaussian(12, (CLASSES, DIM))
+    features = brute_force.gaussian(11, (BATCH, DIM))
+    centers = brute_force.gaussian(12, (CLASSES, DIM))
     loss, new_centers = self.center_loss(features, labels, centers)
     self.assertTrue(np.isnan(float(loss)))
     # The reference on the batch without the two bad rows.
     rows = [i for i in range(BATCH) if i not in (1, 2)]
     _, expected = ref_center_loss(features[rows], labels[rows], centers)
-    _assert_close(new_centers, expected)
+    brute_force.assert_close(new_centers, expected)
 
   def test_rejects_bad_arguments(self):
     features = jnp.zeros((BATCH, DIM))

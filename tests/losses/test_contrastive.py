@@ -6,7 +6,6 @@ against central differences of that reference, and for finiteness where the
 two features of a pair coincide (same and different pairs); plus symmetry,
 invariance to the order of the pairs, dtype and shape.
 """
-import math
 
 from absl.testing import parameterized
 import chex
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from facejax.losses import contrastive
+from tests.losses import brute_force
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -33,32 +33,15 @@ def _pair(seed, scale=0.5):
           for _ in range(2)]
 
 
-def _assert_close(actual, expected):
-  np.testing.assert_allclose(
-      np.asarray(actual, np.float64), expected, rtol=RTOL, atol=ATOL)
-
-
-def _assert_finite(tree):
-  for leaf in jax.tree_util.tree_leaves(tree):
-    assert np.all(np.isfinite(np.asarray(leaf))), leaf
-
-
 # ----------------------------------------------------------------------------
 # Brute-force reference (float64, explicit loops).
 # ----------------------------------------------------------------------------
 
 
-def ref_distance(u, v):
-  total = 0.0
-  for k in range(len(u)):
-    total += (float(u[k]) - float(v[k])) ** 2
-  return math.sqrt(total)
-
-
 def ref_contrastive(f1, f2, same, margin=1.0):
   total = 0.0
   for i in range(len(same)):
-    distance = ref_distance(f1[i], f2[i])
+    distance = brute_force.distance(f1[i], f2[i])
     if same[i]:
       total += 0.5 * distance ** 2
     else:
@@ -95,13 +78,13 @@ class ContrastiveLossTest(chex.TestCase):
     got = self.loss(f1, f2, same, margin)
     chex.assert_shape(got, ())
     chex.assert_type(got, jnp.float32)
-    _assert_close(got, ref_contrastive(f1, f2, SAME, margin))
+    brute_force.assert_close(got, ref_contrastive(f1, f2, SAME, margin))
 
   def test_fixture_has_active_and_inactive_push_terms(self):
     # Sanity of the data: at margin 1 some different pairs are inside the
     # margin (pushed) and some outside (zero loss).
     f1, f2 = _pair(0)
-    inside = [ref_distance(f1[i], f2[i]) < 1.0
+    inside = [brute_force.distance(f1[i], f2[i]) < 1.0
               for i in range(PAIRS) if not SAME[i]]
     self.assertTrue(any(inside))
     self.assertFalse(all(inside))
@@ -113,7 +96,7 @@ class ContrastiveLossTest(chex.TestCase):
   def test_matches_reference_for_any_pairing(self, seed, same):
     f1, f2 = _pair(seed)
     got = self.loss(f1, f2, np.array(same))
-    _assert_close(got, ref_contrastive(f1, f2, same))
+    brute_force.assert_close(got, ref_contrastive(f1, f2, same))
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_gradient_matches_finite_differences(self):
@@ -148,14 +131,14 @@ class ContrastiveLossTest(chex.TestCase):
       f1 = np.zeros_like(f1)
       f2 = np.zeros_like(f1)
     value, (grad1, grad2) = self.loss_and_grad(f1, f2, np.array(SAME))
-    _assert_finite((value, grad1, grad2))
+    brute_force.assert_finite((value, grad1, grad2))
     # Where f1 == f2 in a same pair, the loss is at its minimum: gradient 0.
     coincide = [i for i in range(PAIRS) if SAME[i]
                 and np.array_equal(f1[i], f2[i])]
     self.assertNotEmpty(coincide)
     np.testing.assert_array_equal(np.asarray(grad1)[coincide], 0.0)
     np.testing.assert_array_equal(np.asarray(grad2)[coincide], 0.0)
-    _assert_close(value, ref_contrastive(f1, f2, SAME))
+    brute_force.assert_close(value, ref_contrastive(f1, f2, SAME))
 
   @chex.variants(with_jit=True, without_jit=True)
   @hypothesis.settings(max_examples=10)

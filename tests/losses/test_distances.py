@@ -18,23 +18,10 @@ import numpy as np
 
 from facejax.losses import distances
 from facejax.losses import reductions
+from tests.losses import brute_force
 
 RTOL = 1e-5
 ATOL = 1e-6
-
-
-def _gaussian(seed, shape):
-  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def _assert_close(actual, expected):
-  np.testing.assert_allclose(
-      np.asarray(actual, np.float64), expected, rtol=RTOL, atol=ATOL)
-
-
-def _assert_finite(tree):
-  for leaf in jax.tree_util.tree_leaves(tree):
-    assert np.all(np.isfinite(np.asarray(leaf))), leaf
 
 
 # ----------------------------------------------------------------------------
@@ -96,54 +83,55 @@ class SafeSqrtTest(chex.TestCase):
     x = np.array([0.0, 1e-6, 0.25, 2.0, 9.0, 1e4, 3.0, 7.5], np.float32)
     got = self.variant(distances.safe_sqrt)(x)
     chex.assert_type(got, jnp.float32)
-    _assert_close(got, [math.sqrt(float(v)) for v in x])
+    brute_force.assert_close(got, [math.sqrt(float(v)) for v in x])
     self.assertEqual(float(got[0]), 0.0)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_gradient_is_zero_at_zero_and_exact_elsewhere(self):
     x = np.array([0.0, 1e-14, 0.25, 4.0, 1.0, 2.0, 9.0, 16.0], np.float32)
     grad = self.variant(jax.grad(lambda v: jnp.sum(distances.safe_sqrt(v))))(x)
-    _assert_finite(grad)
+    brute_force.assert_finite(grad)
     self.assertEqual(float(grad[0]), 0.0)
     self.assertEqual(float(grad[1]), 0.0)  # Below eps: value and slope 0.
-    _assert_close(grad[2:], [0.5 / math.sqrt(float(v)) for v in x[2:]])
+    brute_force.assert_close(grad[2:],
+                             [0.5 / math.sqrt(float(v)) for v in x[2:]])
 
 
 class SafeNormTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_matches_reference(self):
-    x = _gaussian(0, (8, 4))
+    x = brute_force.gaussian(0, (8, 4))
     got = self.variant(distances.safe_norm)(x)
     chex.assert_shape(got, (8,))
     chex.assert_type(got, jnp.float32)
-    _assert_close(got, [ref_norm(row) for row in x])
+    brute_force.assert_close(got, [ref_norm(row) for row in x])
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_axis_and_keepdims(self):
-    x = _gaussian(1, (8, 4))
+    x = brute_force.gaussian(1, (8, 4))
     got = self.variant(
         lambda v: distances.safe_norm(v, axis=0, keepdims=True))(x)
     chex.assert_shape(got, (1, 4))
-    _assert_close(got[0], [ref_norm(x[:, j]) for j in range(4)])
+    brute_force.assert_close(got[0], [ref_norm(x[:, j]) for j in range(4)])
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_gradient_finite_at_zero_vector(self):
     x = np.zeros((8, 4), np.float32)
-    x[1] = _gaussian(2, (4,))
+    x[1] = brute_force.gaussian(2, (4,))
     value, grad = self.variant(jax.value_and_grad(
         lambda v: jnp.sum(distances.safe_norm(v))))(x)
-    _assert_finite((value, grad))
+    brute_force.assert_finite((value, grad))
     np.testing.assert_array_equal(np.asarray(grad)[0], 0.0)
     np.testing.assert_array_equal(np.asarray(grad)[2], 0.0)
-    _assert_close(grad[1], x[1].astype(np.float64) / ref_norm(x[1]))
+    brute_force.assert_close(grad[1], x[1].astype(np.float64) / ref_norm(x[1]))
 
 
 class L2NormalizeTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_matches_reference_and_zero_maps_to_zero(self):
-    x = _gaussian(3, (8, 4))
+    x = brute_force.gaussian(3, (8, 4))
     x[2] = 0.0
     got = self.variant(distances.l2_normalize)(x)
     chex.assert_shape(got, x.shape)
@@ -153,16 +141,16 @@ class L2NormalizeTest(chex.TestCase):
       norm = ref_norm(row)
       if norm > 0:
         expected[i] = row.astype(np.float64) / norm
-    _assert_close(got, expected)
+    brute_force.assert_close(got, expected)
     np.testing.assert_array_equal(np.asarray(got)[2], 0.0)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_gradient_finite_at_zero_vector(self):
     x = np.zeros((8, 4), np.float32)
-    x[0] = _gaussian(4, (4,))
+    x[0] = brute_force.gaussian(4, (4,))
     grad = self.variant(jax.grad(
         lambda v: jnp.sum(distances.l2_normalize(v) * jnp.arange(4.0))))(x)
-    _assert_finite(grad)
+    brute_force.assert_finite(grad)
 
 
 # ----------------------------------------------------------------------------
@@ -181,22 +169,22 @@ class PairwiseDistancesTest(chex.TestCase):
       ('euclidean_8x4', False, 8, 4), ('squared_8x4', True, 8, 4),
       ('euclidean_16x3', False, 16, 3), ('squared_16x3', True, 16, 3))
   def test_self_distances_match_reference(self, squared, batch, dim):
-    x = _gaussian(batch * dim, (batch, dim))
+    x = brute_force.gaussian(batch * dim, (batch, dim))
     got = self.pairwise(x, squared=squared)
     chex.assert_shape(got, (batch, batch))
     chex.assert_type(got, jnp.float32)
-    _assert_close(got, ref_pairwise(x, squared=squared))
+    brute_force.assert_close(got, ref_pairwise(x, squared=squared))
     # The diagonal is exactly 0, not round-off.
     np.testing.assert_array_equal(np.diag(np.asarray(got)), 0.0)
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(('euclidean', False), ('squared', True))
   def test_cross_distances_match_reference(self, squared):
-    x = _gaussian(10, (8, 4))
-    y = _gaussian(11, (6, 4))
+    x = brute_force.gaussian(10, (8, 4))
+    y = brute_force.gaussian(11, (6, 4))
     got = self.pairwise(x, y, squared=squared)
     chex.assert_shape(got, (8, 6))
-    _assert_close(got, ref_pairwise(x, y, squared=squared))
+    brute_force.assert_close(got, ref_pairwise(x, y, squared=squared))
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(('euclidean', False), ('squared', True))
@@ -206,7 +194,7 @@ class PairwiseDistancesTest(chex.TestCase):
     row = np.array([0.3, -1.04, 0.75], np.float32)
     x = np.stack([row, row])
     got = self.pairwise(x, squared=squared)
-    _assert_close(got, ref_pairwise(x, squared=squared))
+    brute_force.assert_close(got, ref_pairwise(x, squared=squared))
 
   @chex.variants(with_jit=True, without_jit=True)
   @hypothesis.settings(max_examples=15)
@@ -215,10 +203,10 @@ class PairwiseDistancesTest(chex.TestCase):
   def test_batches_with_duplicate_rows_match_reference(self, seed, copies):
     # Rows 4..7 copy rows picked from 0..3: coincident embeddings, as a P x K
     # batch with repeated images has.
-    base = _gaussian(seed, (4, 4))
+    base = brute_force.gaussian(seed, (4, 4))
     x = np.concatenate([base, base[copies]])
     got = self.pairwise(x)
-    _assert_close(got, ref_pairwise(x))
+    brute_force.assert_close(got, ref_pairwise(x))
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(
@@ -228,7 +216,7 @@ class PairwiseDistancesTest(chex.TestCase):
       ('all_equal_squared', 'all_equal', True),
       ('all_zero_euclidean', 'all_zero', False))
   def test_gradient_finite_at_coincident_rows(self, layout, squared):
-    x = _gaussian(12, (8, 4))
+    x = brute_force.gaussian(12, (8, 4))
     if layout == 'duplicates':
       x[3] = x[0]
       x[5] = x[0]
@@ -236,11 +224,11 @@ class PairwiseDistancesTest(chex.TestCase):
       x[:] = x[0]
     else:
       x[:] = 0.0
-    weights = _gaussian(13, (8, 8))
+    weights = brute_force.gaussian(13, (8, 8))
     value, grad = self.variant(jax.value_and_grad(
         lambda v: jnp.sum(weights * distances.pairwise_distances(
             v, squared=squared))))(x)
-    _assert_finite((value, grad))
+    brute_force.assert_finite((value, grad))
 
   def test_rejects_bad_shapes(self):
     with self.assertRaises(ValueError):
@@ -265,33 +253,34 @@ class MaskedReductionsTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_masked_mean(self):
-    values = _gaussian(20, (8, 8))
+    values = brute_force.gaussian(20, (8, 8))
     mask = _mask_with_empty_rows(21, (8, 8))
     got = self.variant(reductions.masked_mean)(values, mask)
     chex.assert_shape(got, ())
     chex.assert_type(got, jnp.float32)
-    _assert_close(got, ref_masked_mean(values, mask))
+    brute_force.assert_close(got, ref_masked_mean(values, mask))
     empty = self.variant(reductions.masked_mean)(values, np.zeros_like(mask))
     self.assertEqual(float(empty), 0.0)
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(('max', 'max'), ('min', 'min'))
   def test_masked_max_min(self, which):
-    values = _gaussian(22, (8, 8))
+    values = brute_force.gaussian(22, (8, 8))
     mask = _mask_with_empty_rows(23, (8, 8))
     fn = reductions.masked_max if which == 'max' else reductions.masked_min
     reduce = max if which == 'max' else min
     got = self.variant(lambda v, m: fn(v, m, empty_value=-7.0))(values, mask)
     chex.assert_shape(got, (8,))
-    _assert_close(got, ref_masked_rows(values, mask, reduce, -7.0))
+    brute_force.assert_close(got, ref_masked_rows(values, mask, reduce, -7.0))
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_masked_logsumexp(self):
-    values = 3.0 * _gaussian(24, (8, 8))
+    values = 3.0 * brute_force.gaussian(24, (8, 8))
     mask = _mask_with_empty_rows(25, (8, 8))
     got = self.variant(reductions.masked_logsumexp)(values, mask)
     chex.assert_shape(got, (8,))
-    _assert_close(got, ref_masked_rows(values, mask, ref_logsumexp, 0.0))
+    brute_force.assert_close(
+        got, ref_masked_rows(values, mask, ref_logsumexp, 0.0))
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(
@@ -299,7 +288,7 @@ class MaskedReductionsTest(chex.TestCase):
   def test_no_gradient_into_masked_entries(self, which):
     # Masked-out entries hold values whose exp overflows float32: they must
     # neither leak a NaN nor receive a gradient.
-    values = _gaussian(26, (8, 8))
+    values = brute_force.gaussian(26, (8, 8))
     mask = _mask_with_empty_rows(27, (8, 8))
     values[~mask] = 1e3
     fn = {'mean': reductions.masked_mean, 'max': reductions.masked_max,
@@ -307,7 +296,7 @@ class MaskedReductionsTest(chex.TestCase):
           'lse': reductions.masked_logsumexp}[which]
     value, grad = self.variant(
         jax.value_and_grad(lambda v: jnp.sum(fn(v, mask))))(values)
-    _assert_finite((value, grad))
+    brute_force.assert_finite((value, grad))
     np.testing.assert_array_equal(np.asarray(grad)[~mask], 0.0)
 
   def test_compute_dtype(self):

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from facejax.losses import lmle
+from tests.losses import brute_force
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -30,30 +31,9 @@ LABELS = [0, 0, 0, 0, 0, 1, 1, 1]
 CLUSTERS = [0, 0, 1, 1, 2, 0, 0, 1]
 
 
-def _gaussian(seed, shape):
-  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def _assert_close(actual, expected):
-  np.testing.assert_allclose(
-      np.asarray(actual, np.float64), expected, rtol=RTOL, atol=ATOL)
-
-
-def _assert_finite(tree):
-  for leaf in jax.tree_util.tree_leaves(tree):
-    assert np.all(np.isfinite(np.asarray(leaf))), leaf
-
-
 # ----------------------------------------------------------------------------
 # Brute-force references (float64, explicit loops).
 # ----------------------------------------------------------------------------
-
-
-def ref_squared_distance(u, v):
-  total = 0.0
-  for k in range(len(u)):
-    total += (float(u[k]) - float(v[k])) ** 2
-  return total
 
 
 def ref_triple_header(anchor, p_plus, p_minus, p_minus_minus, negative,
@@ -63,10 +43,10 @@ def ref_triple_header(anchor, p_plus, p_minus, p_minus_minus, negative,
   for i in range(len(anchor)):
     if valid is not None and not valid[i]:
       continue
-    d_plus = ref_squared_distance(anchor[i], p_plus[i])
-    d_minus = ref_squared_distance(anchor[i], p_minus[i])
-    d_minus_minus = ref_squared_distance(anchor[i], p_minus_minus[i])
-    d_negative = ref_squared_distance(anchor[i], negative[i])
+    d_plus = brute_force.squared_distance(anchor[i], p_plus[i])
+    d_minus = brute_force.squared_distance(anchor[i], p_minus[i])
+    d_minus_minus = brute_force.squared_distance(anchor[i], p_minus_minus[i])
+    d_negative = brute_force.squared_distance(anchor[i], negative[i])
     per_anchor.append(max(0.0, g1 + d_plus - d_minus)
                       + max(0.0, g2 + d_minus - d_minus_minus)
                       + max(0.0, g3 + d_minus_minus - d_negative))
@@ -79,7 +59,7 @@ def ref_quintuplets(embeddings, labels, clusters):
   picks = [[], [], [], []]
   valid = []
   for a in range(batch):
-    distance = [ref_squared_distance(embeddings[a], embeddings[j])
+    distance = [brute_force.squared_distance(embeddings[a], embeddings[j])
                 for j in range(batch)]
     same_cluster = [j for j in range(batch) if j != a
                     and labels[j] == labels[a] and clusters[j] == clusters[a]]
@@ -135,7 +115,7 @@ class TripleHeaderHingeLossTest(chex.TestCase):
     got = self.loss(members, margins)
     chex.assert_shape(got, ())
     chex.assert_type(got, jnp.float32)
-    _assert_close(got, ref_triple_header(*members, margins=margins))
+    brute_force.assert_close(got, ref_triple_header(*members, margins=margins))
 
   @chex.variants(with_jit=True, without_jit=True)
   @hypothesis.settings(max_examples=10)
@@ -147,7 +127,7 @@ class TripleHeaderHingeLossTest(chex.TestCase):
     members = _five(seed)
     valid = np.array(valid)
     got = self.loss(members, (0.2, 0.2, 0.2), valid)
-    _assert_close(got, ref_triple_header(*members, valid=valid))
+    brute_force.assert_close(got, ref_triple_header(*members, valid=valid))
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_empty_mask_gives_zero_value_and_gradient(self):
@@ -171,7 +151,7 @@ class TripleHeaderHingeLossTest(chex.TestCase):
       members = [np.zeros_like(members[0])] * 5
     value, grads = self.loss_and_grad(members, (0.2, 0.2, 0.2),
                                       np.ones(BATCH, bool))
-    _assert_finite((value, grads))
+    brute_force.assert_finite((value, grads))
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_gradient_matches_finite_differences(self):
@@ -232,8 +212,8 @@ class QuintupletIndicesTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_matches_reference(self):
-    got = self.assert_matches_reference(_gaussian(10, (BATCH, DIM)), LABELS,
-                                        CLUSTERS)
+    got = self.assert_matches_reference(
+        brute_force.gaussian(10, (BATCH, DIM)), LABELS, CLUSTERS)
     # The fixture has valid and invalid anchors (the singleton clusters).
     np.testing.assert_array_equal(
         np.asarray(got.valid), [True] * 4 + [False] + [True] * 2 + [False])
@@ -251,8 +231,8 @@ class QuintupletIndicesTest(chex.TestCase):
       ('global_ids_shared_across_classes', [0, 1, 0, 1, 0, 1, 0, 1],
        [0, 0, 0, 0, 1, 1, 1, 1]))
   def test_degenerate_layouts(self, labels, clusters):
-    self.assert_matches_reference(_gaussian(11, (BATCH, DIM)), labels,
-                                  clusters)
+    self.assert_matches_reference(
+        brute_force.gaussian(11, (BATCH, DIM)), labels, clusters)
 
   @chex.variants(with_jit=True, without_jit=True)
   @hypothesis.given(
@@ -261,8 +241,8 @@ class QuintupletIndicesTest(chex.TestCase):
       clusters=st.lists(st.integers(0, 2), min_size=BATCH, max_size=BATCH))
   def test_matches_reference_for_any_assignment(self, seed, labels,
                                                 clusters):
-    self.assert_matches_reference(_gaussian(seed, (BATCH, DIM)), labels,
-                                  clusters)
+    self.assert_matches_reference(
+        brute_force.gaussian(seed, (BATCH, DIM)), labels, clusters)
 
   @chex.variants(with_jit=True, without_jit=True)
   @hypothesis.settings(max_examples=10)
@@ -273,7 +253,7 @@ class QuintupletIndicesTest(chex.TestCase):
       self, seed, order, renaming):
     # The whole LMLE step (sample quintuplets, gather, loss) does not depend
     # on the order of the batch or on the names of classes and clusters.
-    embeddings = _gaussian(seed, (BATCH, DIM))
+    embeddings = brute_force.gaussian(seed, (BATCH, DIM))
     labels = np.array(LABELS, np.int32)
     clusters = np.array(CLUSTERS, np.int32)
     renaming = np.array(renaming, np.int32)
@@ -287,14 +267,14 @@ class QuintupletIndicesTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_lmle_step_matches_reference_and_has_finite_gradient(self):
-    embeddings = _gaussian(12, (BATCH, DIM))
+    embeddings = brute_force.gaussian(12, (BATCH, DIM))
     embeddings[3] = embeddings[2]  # Coincident members of one cluster.
     value, grad = self.variant(jax.value_and_grad(_lmle_step))(
         embeddings, np.array(LABELS, np.int32), np.array(CLUSTERS, np.int32))
-    _assert_finite((value, grad))
+    brute_force.assert_finite((value, grad))
     p_plus, p_minus, p_minus_minus, negative, valid = ref_quintuplets(
         embeddings, LABELS, CLUSTERS)
-    _assert_close(value, ref_triple_header(
+    brute_force.assert_close(value, ref_triple_header(
         embeddings, embeddings[p_plus], embeddings[p_minus],
         embeddings[p_minus_minus], embeddings[negative], valid=valid))
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from facejax.losses import margin
 from facejax.losses import softmax
+from tests.losses import brute_force
 
 N, D, C = 8, 5, 7
 SCALE = 32.0
@@ -36,6 +37,8 @@ SCALE = 32.0
 # Brute-force references: float64, explicit loops, math.* only.
 # ---------------------------------------------------------------------------
 
+
+_assert_close = functools.partial(brute_force.assert_close, atol=1e-5)
 
 def _cosines_reference(embeddings, weights):
   """cos(theta_ij) between row i of the embeddings and column j of W."""
@@ -53,13 +56,9 @@ def _cosines_reference(embeddings, weights):
   return cosines
 
 
-def _acos(cosine):
-  return math.acos(min(1.0, max(-1.0, float(cosine))))
-
-
 def _target_cosine_reference(cosine, m1, m2, m3):
   """The spec's psi: cos(m1 theta + m2) - m3, with the monotone continuation."""
-  theta = _acos(cosine)
+  theta = brute_force.acos(cosine)
   # insightface's fallback, where it steps down (cos m2 + m2 sin m2 >= 1).
   if m1 == 1.0 and math.cos(m2) + m2 * math.sin(m2) >= 1.0:
     if theta > math.pi - m2:
@@ -69,17 +68,6 @@ def _target_cosine_reference(cosine, m1, m2, m3):
   if theta > threshold:
     return cosine - math.cos(threshold) - 1.0 - m3
   return math.cos(m1 * theta + m2) - m3
-
-
-def _cross_entropy_reference(logits, labels):
-  """Mean over rows of logsumexp(row) - row[label]."""
-  total = 0.0
-  for i, row in enumerate(logits):
-    row = [float(z) for z in row]
-    top = max(row)
-    log_sum = top + math.log(sum(math.exp(z - top) for z in row))
-    total += log_sum - row[int(labels[i])]
-  return total / len(logits)
 
 
 def _margin_softmax_reference(embeddings, weights, labels, scale, m1, m2, m3):
@@ -93,7 +81,7 @@ def _margin_softmax_reference(embeddings, weights, labels, scale, m1, m2, m3):
       else:
         row.append(scale * cosines[i, j])
     logits.append(row)
-  return _cross_entropy_reference(logits, labels)
+  return brute_force.cross_entropy(logits, labels)
 
 
 def _intra_reference(embeddings, weights, labels, scale):
@@ -104,8 +92,8 @@ def _intra_reference(embeddings, weights, labels, scale):
             for i in range(num_examples)]
   angle_sum = 0.0
   for i in range(num_examples):
-    angle_sum += _acos(cosines[i, int(labels[i])])
-  return (_cross_entropy_reference(logits, labels)
+    angle_sum += brute_force.acos(cosines[i, int(labels[i])])
+  return (brute_force.cross_entropy(logits, labels)
           + angle_sum / (math.pi * num_examples))
 
 
@@ -125,8 +113,8 @@ def _inter_reference(embeddings, weights, labels, scale):
       dot = sum(w[k, y] * w[k, j] for k in range(w.shape[0]))
       norm_y = math.sqrt(sum(w[k, y] ** 2 for k in range(w.shape[0])))
       norm_j = math.sqrt(sum(w[k, j] ** 2 for k in range(w.shape[0])))
-      centre_sum += _acos(dot / (norm_y * norm_j))
-  return (_cross_entropy_reference(logits, labels)
+      centre_sum += brute_force.acos(dot / (norm_y * norm_j))
+  return (brute_force.cross_entropy(logits, labels)
           - centre_sum / (math.pi * num_examples * (num_classes - 1)))
 
 
@@ -291,11 +279,6 @@ def _describe_bad_rows(case, grad_x):
   if case == 'random_columns':
     return [f'row {i}: {_EXTREME_ROWS[i]}' for i in bad]
   return [f'row {i}' for i in bad]
-
-
-def _assert_close(actual, expected, rtol=1e-5, atol=1e-5, err_msg=''):
-  np.testing.assert_allclose(np.asarray(actual, np.float64), expected,
-                             rtol=rtol, atol=atol, err_msg=err_msg)
 
 
 # ---------------------------------------------------------------------------
@@ -568,7 +551,7 @@ class KnownLimitsTest(chex.TestCase):
     x, w, y = _problem(8)
     losses = self.variant(_all_losses)(x, w, y)
     cosines = _cosines_reference(x, w)
-    mean_angle = sum(_acos(cosines[i, y[i]]) for i in range(N)) / N
+    mean_angle = sum(brute_force.acos(cosines[i, y[i]]) for i in range(N)) / N
     _assert_close(float(losses['intra']) - float(losses['no_margin']),
                   mean_angle / math.pi)
 
@@ -593,7 +576,8 @@ def test_float64_inputs_stay_float64_under_x64():
 import jax.numpy as jnp, numpy as np
 from facejax import losses
 rng = np.random.default_rng(0)
-x, w = jnp.asarray(rng.normal(size=(4, 3))), jnp.asarray(rng.normal(size=(3, 5)))
+x = jnp.asarray(rng.normal(size=(4, 3)))
+w = jnp.asarray(rng.normal(size=(3, 5)))
 y = jnp.arange(4)
 for loss in (losses.arcface_loss, losses.cosface_loss, losses.intra_loss,
              losses.inter_loss, losses.sphereface_loss):

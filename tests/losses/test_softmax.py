@@ -5,6 +5,7 @@ numpy with explicit Python loops over examples and classes, under and outside
 ``jit`` (``chex.variants``). Label checking (out-of-range and non-integer
 labels) is tested for every loss at once in test_labels.py.
 """
+import functools
 import math
 
 import chex
@@ -16,21 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from facejax.losses import softmax
+from tests.losses import brute_force
 
 N, C = 8, 7  # the shapes of test_labels.py: shared eager compilations
 
 
-def _cross_entropy_reference(logits, labels):
-  """-1/N sum_i log(exp(z_{i, y_i}) / sum_j exp(z_{i, j})), float64."""
-  z = np.asarray(logits, np.float64)
-  total = 0.0
-  for i in range(z.shape[0]):
-    top = max(float(z[i, j]) for j in range(z.shape[1]))
-    log_sum = top + math.log(
-        sum(math.exp(float(z[i, j]) - top) for j in range(z.shape[1])))
-    total += log_sum - float(z[i, int(labels[i])])
-  return total / z.shape[0]
-
+_assert_close = functools.partial(brute_force.assert_close, atol=1e-5)
 
 def _gradient_reference(logits, labels):
   """d loss / d z_{i, j} = (softmax(z_i)_j - [j == y_i]) / N."""
@@ -52,11 +44,6 @@ def _problem(seed, spread=8.0):
   return logits, labels
 
 
-def _assert_close(actual, expected, rtol=1e-5, atol=1e-5, err_msg=''):
-  np.testing.assert_allclose(np.asarray(actual, np.float64), expected,
-                             rtol=rtol, atol=atol, err_msg=err_msg)
-
-
 _logits_strategy = hnp.arrays(
     np.float32, (N, C), elements=st.floats(-60.0, 60.0, width=32))
 _labels_strategy = hnp.arrays(np.int32, (N,), elements=st.integers(0, C - 1))
@@ -73,7 +60,7 @@ class SoftmaxCrossEntropyTest(chex.TestCase):
       loss = loss_fn(logits, labels)
       self.assertEqual(loss.shape, ())
       self.assertEqual(loss.dtype, jnp.float32)
-      _assert_close(loss, _cross_entropy_reference(logits, labels),
+      _assert_close(loss, brute_force.cross_entropy(logits, labels),
                     err_msg=f'seed {seed}')
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -83,7 +70,7 @@ class SoftmaxCrossEntropyTest(chex.TestCase):
     @hypothesis.given(logits=_logits_strategy, labels=_labels_strategy)
     def check(logits, labels):
       loss, grad = value_and_grad(logits, labels)
-      _assert_close(loss, _cross_entropy_reference(logits, labels))
+      _assert_close(loss, brute_force.cross_entropy(logits, labels))
       _assert_close(grad, _gradient_reference(logits, labels), rtol=1e-4,
                     atol=1e-6)
 
@@ -134,7 +121,7 @@ class SoftmaxCrossEntropyTest(chex.TestCase):
     np.testing.assert_allclose(half, loss_fn(logits, labels), rtol=2e-2)
     # Computed in float32 from the bfloat16 values: exact up to float32.
     rounded = np.asarray(jnp.asarray(logits, jnp.bfloat16), np.float32)
-    _assert_close(half, _cross_entropy_reference(rounded, labels))
+    _assert_close(half, brute_force.cross_entropy(rounded, labels))
 
   def test_shape_mismatch_raises(self):
     logits, labels = _problem(6)

@@ -20,6 +20,7 @@ import numpy as np
 
 from facejax.losses import softmax
 from facejax.losses import sphereface
+from tests.losses import brute_force
 
 N, D, C = 8, 5, 7
 
@@ -28,9 +29,7 @@ N, D, C = 8, 5, 7
 # ---------------------------------------------------------------------------
 
 
-def _acos(cosine):
-  return math.acos(min(1.0, max(-1.0, float(cosine))))
-
+_assert_close = functools.partial(brute_force.assert_close, atol=1e-5)
 
 def _psi_reference(theta, m):
   """psi(theta) = (-1)^k cos(m theta) - 2k on [k pi/m, (k+1) pi/m]."""
@@ -51,7 +50,7 @@ def _sphereface_reference(embeddings, weights, labels, m, lam):
       w_norm = math.sqrt(sum(w[k, j] ** 2 for k in range(dim)))
       cosine = sum(x[i, k] * w[k, j] for k in range(dim)) / (x_norm * w_norm)
       if j == int(labels[i]):
-        psi = _psi_reference(_acos(cosine), m)
+        psi = _psi_reference(brute_force.acos(cosine), m)
         logits.append(x_norm * (lam * cosine + psi) / (1.0 + lam))
       else:
         logits.append(x_norm * cosine)
@@ -165,11 +164,6 @@ def _describe_bad_rows(case, grad_x):
   return [f'row {i}' for i in bad]
 
 
-def _assert_close(actual, expected, rtol=1e-5, atol=1e-5, err_msg=''):
-  np.testing.assert_allclose(np.asarray(actual, np.float64), expected,
-                             rtol=rtol, atol=atol, err_msg=err_msg)
-
-
 # ---------------------------------------------------------------------------
 # psi and the Chebyshev polynomials, on one grid of theta in [0, pi].
 # ---------------------------------------------------------------------------
@@ -192,7 +186,7 @@ class PsiTest(chex.TestCase):
     all_psi = self.variant(_all_psi)(jnp.asarray(GRID_COSINES))
     for m in _PSI_MARGINS:
       self.assertEqual(all_psi[m].dtype, jnp.float32)
-      expected = [_psi_reference(_acos(c), m) for c in GRID_COSINES]
+      expected = [_psi_reference(brute_force.acos(c), m) for c in GRID_COSINES]
       _assert_close(all_psi[m], expected, atol=2e-5, err_msg=f'm = {m}')
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -236,7 +230,7 @@ class PsiTest(chex.TestCase):
       cosines = np.cos(thetas).astype(np.float32)
       psi = np.asarray(sphereface.sphereface_psi(jnp.asarray(cosines), m))
       self.assertLessEqual(np.diff(psi).max(), 0.0)
-      expected = [_psi_reference(_acos(c), m) for c in cosines]
+      expected = [_psi_reference(brute_force.acos(c), m) for c in cosines]
       _assert_close(psi, expected, atol=2e-5)
 
     check()
@@ -245,7 +239,7 @@ class PsiTest(chex.TestCase):
     cosines = jnp.asarray(GRID_COSINES)
     for m in range(7):
       values = np.asarray(sphereface.chebyshev_cosine_multiple(cosines, m))
-      expected = [math.cos(m * _acos(c)) for c in GRID_COSINES]
+      expected = [math.cos(m * brute_force.acos(c)) for c in GRID_COSINES]
       _assert_close(values, expected, atol=1e-5, err_msg=f'm = {m}')
       # A polynomial: exact at the ends, T_m(1) = 1, T_m(-1) = (-1)^m.
       self.assertEqual(values[0], 1.0)

@@ -8,6 +8,7 @@ anchor has both a positive and a negative, finite gradients at coincident
 embeddings, invariance to the order of the batch and to the naming of the
 identities, and a float32 scalar for float32 inputs.
 """
+import functools
 import math
 
 from absl.testing import parameterized
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from facejax.losses import triplet
+from tests.losses import brute_force
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -35,26 +37,13 @@ LAYOUTS = {
 }
 
 
-def _gaussian(seed, shape, scale=1.5):
-  # Scaled so that the embeddings are clearly not unit vectors.
-  rng = np.random.default_rng(seed)
-  return (scale * rng.standard_normal(shape)).astype(np.float32)
-
-
-def _assert_close(actual, expected):
-  np.testing.assert_allclose(
-      np.asarray(actual, np.float64), expected, rtol=RTOL, atol=ATOL)
-
-
-def _assert_finite(tree):
-  for leaf in jax.tree_util.tree_leaves(tree):
-    assert np.all(np.isfinite(np.asarray(leaf))), leaf
-
-
 # ----------------------------------------------------------------------------
 # Brute-force references (float64, explicit loops).
 # ----------------------------------------------------------------------------
 
+
+# Scaled so that the embeddings are clearly not unit vectors.
+_gaussian = functools.partial(brute_force.gaussian, scale=1.5)
 
 def ref_distances(embeddings, squared):
   """D[a, b] for every pair, one pair at a time."""
@@ -186,7 +175,7 @@ class BatchHardTest(TripletTestCase):
                     margin=margin, soft=soft, squared=squared)
     expected = ref_batch_hard(embeddings, labels, margin, soft, squared)
     self.assertGreater(expected, 0.0)  # The test batch is not a trivial one.
-    _assert_close(got, expected)
+    brute_force.assert_close(got, expected)
 
 
 class BatchAllTest(TripletTestCase):
@@ -202,8 +191,8 @@ class BatchAllTest(TripletTestCase):
     labels = np.array(LAYOUTS[layout], np.int32)
     got = self.loss(triplet.batch_all_triplet_loss, embeddings, labels,
                     margin=margin, squared=squared, nonzero_only=nonzero_only)
-    _assert_close(got, ref_batch_all(embeddings, labels, margin, squared,
-                                     nonzero_only))
+    brute_force.assert_close(
+        got, ref_batch_all(embeddings, labels, margin, squared, nonzero_only))
 
   def test_reference_batches_have_easy_and_hard_triplets(self):
     # Sanity of the data above: BA and BA!=0 differ on it, so the
@@ -245,7 +234,7 @@ class LiftedStructureTest(TripletTestCase):
                     margin=margin)
     expected = ref_lifted(embeddings, labels, margin)
     self.assertGreater(expected, 0.0)
-    _assert_close(got, expected)
+    brute_force.assert_close(got, expected)
 
 
 class TripletFamilyTest(TripletTestCase):
@@ -277,7 +266,7 @@ class TripletFamilyTest(TripletTestCase):
     labels = np.array(LAYOUTS['pk'], np.int32)
     embeddings = _gaussian(seed, (BATCH // 2, DIM))[labels]
     got = self.loss(fn, embeddings, labels, **kwargs)
-    _assert_close(got, reference(embeddings, labels, **kwargs))
+    brute_force.assert_close(got, reference(embeddings, labels, **kwargs))
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(
@@ -322,7 +311,7 @@ class TripletFamilyTest(TripletTestCase):
     for name in GRADIENT_LOSSES:
       fn, _, kwargs = LOSSES[name]
       value, grad = self.loss_and_grad(fn, embeddings, labels, **kwargs)
-      _assert_finite((value, grad))
+      brute_force.assert_finite((value, grad))
       self.assertGreaterEqual(float(value), 0.0, msg=name)
 
   @chex.variants(with_jit=True, without_jit=True)

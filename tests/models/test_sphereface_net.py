@@ -11,7 +11,8 @@ def conv_layer_count(model, shape):
   count = []
 
   def record(next_fun, args, kwargs, context):
-    if isinstance(context.module, nn.Conv) and context.method_name == '__call__':
+    if (isinstance(context.module, nn.Conv)
+        and context.method_name == '__call__'):
       count.append(1)
     return next_fun(*args, **kwargs)
 
