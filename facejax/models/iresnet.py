@@ -95,11 +95,8 @@ class IResNet(nn.Module):
   @nn.compact
   def __call__(self, images, train=False):
     x = images.astype(self.dtype)
-    x = layers.conv(self.stem_features, 3, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name='stem_conv')(x)
-    x = layers.batch_norm(train, self.dtype, self.param_dtype,
-                          name='stem_norm')(x)
-    x = layers.PReLU(param_dtype=self.param_dtype, name='stem_prelu')(x)
+    x = layers.ConvNormAct(self.stem_features, 3, dtype=self.dtype,
+                           param_dtype=self.param_dtype, name='stem')(x, train)
     # Argument 0 of the wrapped call is the module itself, so `train` is 2.
     stage = (nn.remat(IResNetStage, static_argnums=(2,)) if self.remat
              else IResNetStage)

@@ -6,7 +6,6 @@ dtype (bfloat16 for mixed precision) and ``param_dtype`` the parameter dtype
 ``dtype`` is. Batch norm follows PyTorch's defaults as the reference models
 were trained with them: momentum 0.1 (flax ``momentum=0.9``), epsilon 1e-5.
 """
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -50,6 +49,30 @@ class PReLU(nn.Module):
     return jnp.where(x >= 0, x, slope.astype(x.dtype) * x)
 
 
-def partial_with_dtypes(module, dtype, param_dtype):
-  """``functools.partial(module, dtype=..., param_dtype=...)``."""
-  return functools.partial(module, dtype=dtype, param_dtype=param_dtype)
+class ConvNormAct(nn.Module):
+  """conv -> [BN] -> [PReLU]: the block most face nets are built from.
+
+  The conv has a bias only when no batch norm follows it. ``activation=False``
+  gives the "linear" blocks of MobileFaceNet.
+  """
+  features: int
+  kernel: int
+  stride: int = 1
+  groups: int = 1
+  padding: Any = None
+  norm: bool = True
+  activation: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = conv(self.features, self.kernel, self.stride, self.groups,
+             self.padding, dtype=self.dtype, param_dtype=self.param_dtype,
+             use_bias=not self.norm, name='conv')(x)
+    if self.norm:
+      x = batch_norm(train, self.dtype, self.param_dtype, name='norm')(x)
+    if self.activation:
+      x = PReLU(param_dtype=self.param_dtype, name='prelu')(x)
+    return x
+

@@ -38,28 +38,6 @@ PAPER_BOTTLENECKS = (
 )
 
 
-class ConvNormAct(nn.Module):
-  """conv -> BN -> PReLU (no PReLU when ``linear``)."""
-  features: int
-  kernel: int
-  stride: int = 1
-  groups: int = 1
-  padding: Any = None
-  linear: bool = False
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train=False):
-    x = layers.conv(self.features, self.kernel, self.stride, self.groups,
-                    self.padding, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name='conv')(x)
-    x = layers.batch_norm(train, self.dtype, self.param_dtype, name='norm')(x)
-    if not self.linear:
-      x = layers.PReLU(param_dtype=self.param_dtype, name='prelu')(x)
-    return x
-
-
 class Bottleneck(nn.Module):
   """Inverted residual: 1x1 expand -> 3x3 depthwise (stride) -> linear 1x1."""
   features: int
@@ -70,12 +48,12 @@ class Bottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x, train=False):
-    block = lambda *args, **kwargs: ConvNormAct(  # noqa: E731
+    block = lambda *args, **kwargs: layers.ConvNormAct(  # noqa: E731
         *args, dtype=self.dtype, param_dtype=self.param_dtype, **kwargs)
     hidden = x.shape[-1] * self.expansion
     y = block(hidden, 1, name='expand')(x, train)
     y = block(hidden, 3, self.stride, groups=hidden, name='depthwise')(y, train)
-    y = block(self.features, 1, linear=True, name='project')(y, train)
+    y = block(self.features, 1, activation=False, name='project')(y, train)
     if self.stride == 1 and x.shape[-1] == self.features:
       y = y + x
     return y
@@ -99,7 +77,7 @@ class MobileFaceNet(nn.Module):
 
   @nn.compact
   def __call__(self, images, train=False):
-    block = lambda *args, **kwargs: ConvNormAct(  # noqa: E731
+    block = lambda *args, **kwargs: layers.ConvNormAct(  # noqa: E731
         *args, dtype=self.dtype, param_dtype=self.param_dtype, **kwargs)
     x = images.astype(self.dtype)
     x = block(self.stem_features, 3, 2, name='stem')(x, train)
@@ -117,7 +95,7 @@ class MobileFaceNet(nn.Module):
     if height != width:
       raise ValueError(f'GDConv needs a square feature map, got {x.shape}')
     x = block(self.expanded_features, height, groups=self.expanded_features,
-              padding=0, linear=True, name='gdconv')(x, train)
+              padding=0, activation=False, name='gdconv')(x, train)
     return heads.EmbeddingHead(
         self.embedding_dim, input_norm=False, output_norm=True,
         use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,

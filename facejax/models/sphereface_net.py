@@ -37,14 +37,9 @@ class SphereFaceNet(nn.Module):
   param_dtype: Any = jnp.float32
 
   def _conv_act(self, x, features, stride, train, name):
-    x = layers.conv(features, 3, stride, dtype=self.dtype,
-                    param_dtype=self.param_dtype, use_bias=not self.batch_norm,
-                    name=f'{name}_conv')(x)
-    if self.batch_norm:
-      x = layers.batch_norm(train, self.dtype, self.param_dtype,
-                            name=f'{name}_norm')(x)
-    return layers.PReLU(param_dtype=self.param_dtype,
-                        name=f'{name}_prelu')(x)
+    return layers.ConvNormAct(features, 3, stride, norm=self.batch_norm,
+                              dtype=self.dtype, param_dtype=self.param_dtype,
+                              name=name)(x, train)
 
   @nn.compact
   def __call__(self, images, train=False):
