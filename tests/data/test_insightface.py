@@ -1,0 +1,611 @@
+"""insightface's formats: MXNet RecordIO (.rec + .idx) and verification .bin.
+
+The .rec files are written here by an independent writer that follows
+dmlc-core's ``RecordIOWriter::WriteRecord`` (split at 4-byte aligned magic
+words, flags 1/2/3, zero padding) and MXNet's ``recordio.pack`` (IRHeader,
+``flag`` extra float32 labels); it shares no code with the reader. The .bin
+files are real pickles of every protocol, Python 2 pickles written opcode by
+opcode, and malicious pickles that must be refused without running anything.
+"""
+import os
+import pickle
+import struct
+import subprocess
+import sys
+
+from hypothesis import given
+from hypothesis import strategies as st
+import numpy as np
+import pytest
+
+from facejax.data import insightface
+
+MAGIC_WORD = struct.pack('<I', 0xced7230a)
+
+
+# ------------------------------------------------------------------ writer.
+
+
+def chunk(cflag, data):
+  """One chunk: magic, lrecord = cflag << 29 | length, data, zero padding."""
+  header = struct.pack('<II', 0xced7230a, (cflag << 29) | len(data))
+  return header + data + b'\x00' * (-len(data) % 4)
+
+
+def frame(payload):
+  """All chunks of one record, as dmlc-core's RecordIOWriter writes them."""
+  pieces, start = [], 0
+  for i in range(0, len(payload) // 4 * 4, 4):
+    if payload[i:i + 4] == MAGIC_WORD:
+      pieces.append(payload[start:i])
+      start = i + 4
+  pieces.append(payload[start:])
+  if len(pieces) == 1:
+    return chunk(0, payload)
+  flags = [1] + [2] * (len(pieces) - 2) + [3]
+  return b''.join(chunk(f, p) for f, p in zip(flags, pieces))
+
+
+def ir(label, image=b'', record_id=0, id2=0):
+  """MXNet's recordio.pack: a number label, or a vector label with flag > 0."""
+  if isinstance(label, (int, float)):
+    return struct.pack('<IfQQ', 0, label, record_id, id2) + image
+  vector = struct.pack(f'<{len(label)}f', *label)
+  return (struct.pack('<IfQQ', len(label), 0.0, record_id, id2) + vector +
+          image)
+
+
+def write_rec(directory, payloads, keys=None, name='train', raw=None):
+  """Writes a .rec (``raw`` bytes, or framed payloads) and its .idx."""
+  keys = list(range(len(payloads))) if keys is None else keys
+  offsets, data = [], b''
+  for payload in payloads:
+    offsets.append(len(data))
+    data += frame(payload)
+  rec, idx = directory / f'{name}.rec', directory / f'{name}.idx'
+  rec.write_bytes(data if raw is None else raw)
+  idx.write_text(''.join(f'{k}\t{o}\n' for k, o in zip(keys, offsets)))
+  return rec, idx, offsets
+
+
+def images(count, seed=0):
+  """Fake encoded images, of lengths 0 .. 9 (every padding)."""
+  rng = np.random.default_rng(seed)
+  return [b'\xff\xd8' * (i % 2) + rng.bytes(i % 8) for i in range(count)]
+
+
+def insightface_dataset(directory, labels, image_bytes, extra_labels=False):
+  """Header (key 0), images (keys 1 .. n), one identity record per class."""
+  n, classes = len(labels), max(labels) + 1
+  first, end = n + 1, n + 1 + classes
+  payloads = [ir((first, end))]
+  for label, image in zip(labels, image_bytes):
+    payloads.append(ir((label, 0.5, -3.0) if extra_labels else label, image,
+                       record_id=len(payloads)))
+  for c in range(classes):
+    keys = [k + 1 for k in range(n) if labels[k] == c]
+    payloads.append(ir((min(keys), max(keys) + 1)))
+  return write_rec(directory, payloads)
+
+
+LABELS = [0, 0, 1, 2, 2, 2, 3, 4, 4]
+
+
+# ------------------------------------------------------------- RecordIO.
+
+
+@pytest.mark.parametrize('extra_labels', [False, True])
+def test_round_trip_with_header(tmp_path, extra_labels):
+  image_bytes = images(len(LABELS))
+  rec, _, _ = insightface_dataset(tmp_path, LABELS, image_bytes, extra_labels)
+  reader = insightface.RecordReader(rec)
+  assert len(reader) == len(LABELS)
+  assert reader.num_classes == 5
+  assert reader.header.flag == 2
+  expected = list(zip(LABELS, image_bytes))
+  assert [reader[i] for i in range(len(LABELS))] == expected
+  assert list(reader) == expected
+  assert reader[-1] == expected[-1]
+  assert reader[-len(LABELS)] == expected[0]
+  assert reader[np.int64(2)] == expected[2]
+  assert all(isinstance(label, int) for label, _ in reader)
+  for bad in (len(LABELS), -len(LABELS) - 1):
+    with pytest.raises(IndexError, match='out of range'):
+      reader[bad]
+  with pytest.raises(TypeError):
+    reader[1.0]
+
+
+def test_without_header_every_record_is_an_image(tmp_path):
+  labels = [3, 1, 4, 1, 5]
+  image_bytes = images(len(labels), seed=1)
+  # Record 0 has flag 0, the others extra labels: still no header.
+  payloads = [ir(labels[0], image_bytes[0])] + [
+      ir((label, 9.0), image) for label, image in zip(labels[1:],
+                                                       image_bytes[1:])]
+  rec, idx, offsets = write_rec(tmp_path, payloads)
+  reader = insightface.RecordReader(rec, idx)
+  assert reader.num_classes is None and reader.header is None
+  assert list(reader) == list(zip(labels, image_bytes))
+  # Without a header the images follow the .idx's line order and keys.
+  order = [2, 0, 4, 1, 3]
+  idx.write_text(''.join(f'{10 + k}\t{offsets[k]}\n' for k in order))
+  reader = insightface.RecordReader(rec, idx)
+  assert list(reader) == [(labels[k], image_bytes[k]) for k in order]
+
+
+def test_default_idx_path_and_repr(tmp_path):
+  rec, _, _ = insightface_dataset(tmp_path, LABELS, images(len(LABELS)))
+  reader = insightface.RecordReader(str(rec))
+  assert reader.idx_path == str(tmp_path / 'train.idx')
+  assert '9 images' in repr(reader) and 'num_classes=5' in repr(reader)
+
+
+def test_record_with_magic_words_is_split_and_reassembled(tmp_path):
+  image = MAGIC_WORD + b'abcd' + MAGIC_WORD + b'xy'  # aligned at 24 and 32
+  payload = ir(7, image)
+  framed = frame(payload)
+  assert framed == (chunk(1, payload[:24]) + chunk(2, b'abcd') +
+                    chunk(3, b'xy'))
+  rec, _, _ = write_rec(tmp_path, [ir(1, b'j'), payload, ir(2, b'k')])
+  reader = insightface.RecordReader(rec)
+  assert list(reader) == [(1, b'j'), (7, image), (2, b'k')]
+  assert list(insightface.iter_records(rec))[1] == payload
+
+
+@pytest.mark.parametrize('payload, pieces', [
+    (MAGIC_WORD + b'12', [(1, b''), (3, b'12')]),
+    (b'1234' + MAGIC_WORD, [(1, b'1234'), (3, b'')]),
+    (MAGIC_WORD, [(1, b''), (3, b'')]),
+    (MAGIC_WORD * 3, [(1, b''), (2, b''), (2, b''), (3, b'')]),
+    (b'1' + MAGIC_WORD + b'234', [(0, b'1' + MAGIC_WORD + b'234')]),
+])
+def test_split_edge_cases(tmp_path, payload, pieces):
+  assert frame(payload) == b''.join(chunk(f, p) for f, p in pieces)
+  rec, _, _ = write_rec(tmp_path, [b'ab', payload, b'c'])
+  assert list(insightface.iter_records(rec)) == [b'ab', payload, b'c']
+
+
+TOKENS = st.sampled_from(
+    [MAGIC_WORD, b'\x00', b'ab', b'wxyz', MAGIC_WORD[:2], MAGIC_WORD[1:]])
+
+
+@given(st.lists(st.lists(TOKENS, max_size=8).map(b''.join), max_size=5))
+def test_any_payloads_round_trip(tmp_path_factory, payloads):
+  directory = tmp_path_factory.mktemp('rec')
+  rec, _, _ = write_rec(directory, payloads)
+  assert list(insightface.iter_records(rec)) == payloads
+  (directory / 'train.idx').unlink()
+  assert insightface.build_idx(rec) == len(payloads)
+  records = [ir(i, payload) for i, payload in enumerate(payloads)]
+  rec, _, _ = write_rec(directory, [ir(0, b'')] + records, name='images')
+  insightface.build_idx(rec, directory / 'built.idx')
+  reader = insightface.RecordReader(rec, directory / 'built.idx')
+  assert list(reader) == [(0, b'')] + list(enumerate(payloads))
+
+
+def test_padding(tmp_path):
+  payloads = [ir(k, b'z' * k) for k in range(8)]  # lengths 24 .. 31
+  rec, _, offsets = write_rec(tmp_path, payloads)
+  data = rec.read_bytes()
+  assert len(data) == sum(8 + (len(p) + 3) // 4 * 4 for p in payloads)
+  assert all(offset % 4 == 0 for offset in offsets)
+  assert list(insightface.iter_records(rec)) == payloads
+  assert list(insightface.RecordReader(rec)) == [
+      (k, b'z' * k) for k in range(8)]
+
+
+def test_build_idx_matches_and_refuses_to_overwrite(tmp_path):
+  rec, idx, _ = insightface_dataset(tmp_path, LABELS, images(len(LABELS)))
+  expected = idx.read_text()
+  with pytest.raises(FileExistsError, match='train.idx'):
+    insightface.build_idx(rec)
+  assert insightface.build_idx(rec, overwrite=True) == len(LABELS) + 6
+  assert idx.read_text() == expected
+  assert sorted(os.listdir(tmp_path)) == ['train.idx', 'train.rec']
+
+
+def test_bad_magic_names_file_and_offset(tmp_path):
+  rec, idx, offsets = insightface_dataset(tmp_path, LABELS,
+                                          images(len(LABELS)))
+  data = bytearray(rec.read_bytes())
+  data[offsets[3]] ^= 0xff
+  rec.write_bytes(bytes(data))
+  reader = insightface.RecordReader(rec)
+  assert reader[1] == (LABELS[1], images(len(LABELS))[1])
+  pattern = f'{rec}: bad magic number .* at byte offset {offsets[3]} '
+  with pytest.raises(ValueError, match=pattern):
+    reader[2]
+  with pytest.raises(ValueError, match=pattern):
+    list(insightface.iter_records(rec))
+  # A wrong offset in the .idx reads the length word as the magic number.
+  lines = idx.read_text().splitlines()
+  lines[1] = f'1\t{offsets[1] + 4}'
+  idx.write_text('\n'.join(lines))
+  with pytest.raises(ValueError, match=f'byte offset {offsets[1] + 4} '):
+    insightface.RecordReader(rec)[0]
+
+
+def test_bad_magic_in_header_record(tmp_path):
+  rec, _, _ = write_rec(tmp_path, [ir((2, 3)), ir(0, b'a')])
+  rec.write_bytes(b'\x00' + rec.read_bytes()[1:])
+  with pytest.raises(ValueError, match=f'{rec}: bad magic .* offset 0 '):
+    insightface.RecordReader(rec)
+
+
+@pytest.mark.parametrize('cut', [5, 13, 35])
+def test_truncated_file(tmp_path, cut):
+  payloads = [ir(0, b'first'), ir(1, b'second image')]
+  rec, _, offsets = write_rec(tmp_path, payloads)
+  rec.write_bytes(rec.read_bytes()[:offsets[1] + cut])
+  reader = insightface.RecordReader(rec)
+  assert reader[0] == (0, b'first')
+  pattern = f'{rec}: truncated record at byte offset {offsets[1]}'
+  with pytest.raises(ValueError, match=pattern):
+    reader[1]
+  with pytest.raises(ValueError, match=pattern):
+    list(insightface.iter_records(rec))
+
+
+def test_truncated_continuation_and_offset_past_end(tmp_path):
+  payload = ir(4, MAGIC_WORD + b'tail')
+  rec, idx, _ = write_rec(tmp_path, [payload])
+  data = rec.read_bytes()
+  rec.write_bytes(data[:8 + 24])  # the first part only
+  with pytest.raises(ValueError, match='truncated record at byte offset 0'):
+    insightface.RecordReader(rec)[0]
+  rec.write_bytes(data)
+  idx.write_text(f'0\t{len(data)}\n')
+  with pytest.raises(ValueError, match=f'no record at byte offset '
+                     f'{len(data)}'):
+    insightface.RecordReader(rec)[0]
+
+
+@pytest.mark.parametrize('chunks, flag', [
+    ([(2, b'abcd')], 2),
+    ([(3, b'abcd')], 3),
+    ([(1, b'abcd'), (0, b'efgh')], 0),
+    ([(1, b'abcd'), (1, b'efgh')], 1),
+    ([(5, b'abcd')], 5),
+])
+def test_bad_continuation_flags(tmp_path, chunks, flag):
+  raw = b''.join(chunk(f, data) for f, data in chunks)
+  rec, _, _ = write_rec(tmp_path, [], raw=raw)
+  with pytest.raises(ValueError, match=f'{rec}: .*continuation flag {flag}'):
+    list(insightface.iter_records(rec))
+
+
+def test_malformed_idx_names_line(tmp_path, monkeypatch):
+  rec, idx, offsets = write_rec(tmp_path, [ir(k, b'i') for k in range(6)])
+  good = [f'{k}\t{o}' for k, o in enumerate(offsets)]
+  idx.write_text('\n'.join(good[:2] + ['', '  '] + good[2:]) + '\n')
+  assert len(insightface.RecordReader(rec)) == 6  # blank lines are skipped
+  for bad in ('x\t40', '3', '3\t4\t5', '3\t4.5', '3:40'):
+    lines = good[:2] + [''] + good[2:]
+    lines[4] = bad
+    idx.write_text('\n'.join(lines) + '\n')
+    with pytest.raises(ValueError, match=f'{idx}: line 5 is '):
+      insightface.RecordReader(rec)
+  # Line numbers stay right when the .idx is parsed in several pieces.
+  monkeypatch.setattr(insightface, '_IDX_CHUNK_BYTES', 8)
+  with pytest.raises(ValueError, match=f'{idx}: line 5 is '):
+    insightface.read_idx(idx)
+  idx.write_text('\n'.join(good) + '\n')
+  keys, read_offsets = insightface.read_idx(idx)
+  assert keys.tolist() == list(range(6)) and read_offsets.tolist() == offsets
+  idx.write_text('0\t-8\n')
+  with pytest.raises(ValueError, match='key 0 has negative offset -8'):
+    insightface.read_idx(idx)
+
+
+SEPARATORS = st.sampled_from(['\t', ' ', '\t ', '  \t'])
+ENDINGS = st.sampled_from(['\n', '\r\n', ' \n', '\n\n', '\n \n'])
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1),
+                          SEPARATORS, ENDINGS), max_size=12),
+       st.booleans(), st.sampled_from([1, 7, 64, 1 << 22]))
+def test_read_idx_any_layout(tmp_path_factory, lines, final_newline, chunk):
+  text = ''.join(f'{k}{sep}{o}{end}' for k, o, sep, end in lines)
+  if not final_newline:
+    text = text.rstrip()
+  idx = tmp_path_factory.mktemp('idx') / 'any.idx'
+  idx.write_text(text)
+  default = insightface._IDX_CHUNK_BYTES
+  insightface._IDX_CHUNK_BYTES = chunk
+  try:
+    keys, offsets = insightface.read_idx(idx)
+  finally:
+    insightface._IDX_CHUNK_BYTES = default
+  assert keys.dtype == offsets.dtype == np.int64
+  assert keys.tolist() == [k for k, _, _, _ in lines]
+  assert offsets.tolist() == [o for _, o, _, _ in lines]
+
+
+@pytest.mark.parametrize('text, line', [
+    ('0\t0\n1\t99999999999999999999\n', 2),  # beyond int64
+    ('0\t0\n1\t-\n', 2),
+    ('0\t0\n\n\n1\t\n', 4),
+    ('\t5\n', 1),
+])
+def test_read_idx_rejects(tmp_path, text, line):
+  idx = tmp_path / 'bad.idx'
+  idx.write_text(text)
+  with pytest.raises(ValueError, match=f'{idx}: line {line} is '):
+    insightface.read_idx(idx)
+
+
+def test_idx_inconsistent_with_header(tmp_path):
+  rec, idx, _ = insightface_dataset(tmp_path, LABELS, images(len(LABELS)))
+  lines = idx.read_text().splitlines()
+  idx.write_text('\n'.join(lines[:4] + lines[5:]))
+  with pytest.raises(ValueError, match='not in the index; the first is key 4'):
+    insightface.RecordReader(rec)
+  idx.write_text('\n'.join(lines + [lines[3]]))
+  with pytest.raises(ValueError, match='key 3 appears more than once'):
+    insightface.RecordReader(rec)
+
+
+def test_bad_header_labels(tmp_path):
+  rec, _, _ = write_rec(tmp_path, [ir((2, 1)), ir(0, b'a')])
+  with pytest.raises(ValueError, match=r'\(2, 1\) has b < a'):
+    insightface.RecordReader(rec)
+  rec, _, _ = write_rec(tmp_path, [ir((0.5, 3)), ir(0, b'a')])
+  with pytest.raises(ValueError, match='label 0.5 is not a record key'):
+    insightface.RecordReader(rec)
+  rec, _, _ = write_rec(tmp_path, [ir((2,)), ir(6, b'a')])  # one label
+  reader = insightface.RecordReader(rec)
+  assert list(reader) == [(6, b'a')] and reader.num_classes is None
+
+
+def test_bad_image_records(tmp_path):
+  short = struct.pack('<IfQQ', 3, 0.0, 0, 0) + b'\x00' * 8  # 2 of 3 labels
+  rec, _, offsets = write_rec(
+      tmp_path, [ir(0, b'a'), ir(1.5, b'b'), ir(-1, b'c'), short, b'tiny'])
+  reader = insightface.RecordReader(rec)
+  for index, message in [(1, 'label 1.5 is not'), (2, 'label -1.0 is not'),
+                         (3, 'too short for its IRHeader with flag 3'),
+                         (4, 'shorter than the 24-byte IRHeader')]:
+    with pytest.raises(ValueError, match=f'{rec}: image record at byte '
+                       f'offset {offsets[index]}: .*{message}'):
+      reader[index]
+
+
+def test_missing_files(tmp_path):
+  rec, idx, _ = write_rec(tmp_path, [ir(0, b'a')])
+  idx.unlink()
+  with pytest.raises(FileNotFoundError,
+                     match=r'\(\.idx\) file not found .*build_idx.*train\.idx'):
+    insightface.RecordReader(rec)
+  with pytest.raises(FileNotFoundError, match='missing.rec'):
+    insightface.RecordReader(tmp_path / 'missing.rec', tmp_path / 'x.idx')
+  with pytest.raises(FileNotFoundError, match='missing.rec'):
+    list(insightface.iter_records(tmp_path / 'missing.rec'))
+  with pytest.raises(FileNotFoundError, match='missing.idx'):
+    insightface.read_idx(tmp_path / 'missing.idx')
+
+
+def test_reader_pickles_and_reopens(tmp_path):
+  image_bytes = images(len(LABELS))
+  rec, _, _ = insightface_dataset(tmp_path, LABELS, image_bytes)
+  with insightface.RecordReader(rec) as reader:
+    assert reader[0] == (LABELS[0], image_bytes[0])  # the file is now open
+    clone = pickle.loads(pickle.dumps(reader))
+  assert clone.num_classes == 5
+  assert list(clone) == list(zip(LABELS, image_bytes))
+  assert list(reader) == list(zip(LABELS, image_bytes))  # reopened
+  clone.close()
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
+def test_reader_after_fork(tmp_path):
+  image_bytes = images(len(LABELS))
+  rec, _, _ = insightface_dataset(tmp_path, LABELS, image_bytes)
+  reader = insightface.RecordReader(rec)
+  assert reader[0] == (LABELS[0], image_bytes[0])
+  read_end, write_end = os.pipe()
+  pid = os.fork()
+  if pid == 0:  # the child: its own file, its own position
+    try:
+      ok = list(reader)[::-1] == list(zip(LABELS, image_bytes))[::-1]
+      os.write(write_end, b'1' if ok else b'0')
+    finally:
+      os._exit(0)
+  os.close(write_end)
+  assert list(reader) == list(zip(LABELS, image_bytes))
+  assert os.read(read_end, 1) == b'1'
+  os.waitpid(pid, 0)
+  os.close(read_end)
+
+
+def test_imports_neither_tensorflow_nor_mxnet():
+  code = ('import sys, facejax.data.insightface; print(sorted({m.split(".")[0]'
+          ' for m in sys.modules} & {"tensorflow", "mxnet", "jax"}))')
+  out = subprocess.run([sys.executable, '-c', code], check=True,
+                       capture_output=True, text=True).stdout
+  assert out.strip() == '[]'
+
+
+# ----------------------------------------------------------- load_bin.
+
+BINS = [b'\xff\xd8jpeg0', b'', bytes(range(256)), b'\x00' + MAGIC_WORD]
+ISSAME = [True, False]
+
+
+def write(tmp_path, data, name='lfw.bin'):
+  path = tmp_path / name
+  path.write_bytes(data)
+  return path
+
+
+@pytest.mark.parametrize('protocol', range(pickle.HIGHEST_PROTOCOL + 1))
+@pytest.mark.parametrize('issame', [
+    ISSAME, tuple(ISSAME), np.array(ISSAME), list(np.array(ISSAME))],
+                         ids=['list', 'tuple', 'array', 'numpy_bools'])
+def test_load_bin_round_trip(tmp_path, protocol, issame):
+  path = write(tmp_path, pickle.dumps((BINS, issame), protocol=protocol))
+  bins, loaded = insightface.load_bin(path)
+  assert bins == BINS and all(type(b) is bytes for b in bins)
+  assert loaded.dtype == bool and loaded.tolist() == ISSAME
+
+
+def test_load_bin_empty_and_larger(tmp_path):
+  path = write(tmp_path, pickle.dumps(([], np.zeros(0, bool)), protocol=2))
+  bins, issame = insightface.load_bin(path)
+  assert bins == [] and issame.shape == (0,)
+  rng = np.random.default_rng(0)
+  issame = rng.random(3000) < 0.5
+  bins = [rng.bytes(int(n)) for n in rng.integers(0, 64, 6000)]
+  for protocol in (2, 4, 5):
+    path = write(tmp_path, pickle.dumps((bins, issame), protocol=protocol))
+    loaded_bins, loaded = insightface.load_bin(path)
+    assert loaded_bins == bins and np.array_equal(loaded, issame)
+
+
+# Python 2 pickles, opcode by opcode: images are str (SHORT_BINSTRING 'U',
+# STRING 'S'), read back as bytes.
+PY2_PROTOCOL_2 = (
+    b'\x80\x02]q\x01(U\x05ab\xffcdU\x00U\x02\x00\x01U\x01ze'
+    b']q\x02(\x88\x89e\x86q\x03.')
+PY2_PROTOCOL_0 = (
+    b"((lp0\nS'ab\\xffcd'\np1\naS''\np2\naS'\\x00\\x01'\np3\naS'z'\np4\na"
+    b'(lp5\nI01\naI00\natp6\n.')
+NEW_ARRAY = (b'cnumpy.core.multiarray\n_reconstruct\nq\x01cnumpy\nndarray\n'
+             b'q\x02K\x00\x85U\x01b\x87Rq\x03')
+NEW_DTYPE = b'cnumpy\ndtype\nq\x04U\x02b1K\x00K\x01\x87Rq\x05'
+BOOL_DTYPE = NEW_DTYPE + (b'(K\x03U\x01|NNNJ\xff\xff\xff\xff'
+                          b'J\xff\xff\xff\xffK\x00tb')
+ARRAY_STATE = b'(K\x01K\x02\x85' + BOOL_DTYPE + b'K\x00U\x02\x01\x00tb'
+# numpy.array([True, False]) pickled by Python 2's numpy:
+PY2_NUMPY_ARRAY = NEW_ARRAY + ARRAY_STATE
+PY2_WITH_ARRAY = (
+    b'\x80\x02]q\x00(U\x05ab\xffcdU\x00U\x02\x00\x01U\x01ze' +
+    PY2_NUMPY_ARRAY + b'\x86.')
+
+
+@pytest.mark.parametrize('data', [PY2_PROTOCOL_2, PY2_PROTOCOL_0,
+                                  PY2_WITH_ARRAY],
+                         ids=['protocol2', 'protocol0', 'numpy_array'])
+def test_load_bin_python2_pickles(tmp_path, data):
+  bins, issame = insightface.load_bin(write(tmp_path, data))
+  assert bins == [b'ab\xffcd', b'', b'\x00\x01', b'z']
+  assert issame.dtype == bool and issame.tolist() == ISSAME
+
+
+class Evil:
+  """Runs ``command`` when unpickled by an ordinary unpickler."""
+
+  def __init__(self, function, argument):
+    self.function, self.argument = function, argument
+
+  def __reduce__(self):
+    return self.function, (self.argument,)
+
+
+def refused(tmp_path, data, name):
+  path = write(tmp_path, data)
+  with pytest.raises(insightface.RefusedPickleError,
+                     match=f'{path}: .*{name}') as info:
+    insightface.load_bin(path)
+  assert isinstance(info.value, pickle.UnpicklingError)
+  assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize('protocol', [0, 2, 5])
+def test_load_bin_refuses_code(tmp_path, protocol):
+  marker = tmp_path / 'PWNED'
+  system = Evil(os.system, f'touch {marker}')
+  refused(tmp_path, pickle.dumps(([b'a', system], ISSAME[:1]), protocol),
+          r'refusing global (posix|nt)\.system')
+  evaluate = Evil(eval, f'open({str(marker)!r}, "w")')
+  refused(tmp_path, pickle.dumps((evaluate, ISSAME), protocol),
+          r'refusing global (builtins|__builtin__)\.eval')
+  popen = Evil(subprocess.Popen, ['touch', str(marker)])
+  refused(tmp_path, pickle.dumps(([], [popen]), protocol),
+          r'refusing global (subprocess|commands)\.Popen')
+  assert not marker.exists()
+
+
+def test_load_bin_refuses_python2_eval(tmp_path):
+  marker = tmp_path / 'PWNED'
+  data = (b"c__builtin__\neval\n(S'open(%r, \"w\")'\ntR." %
+          str(marker).encode())
+  refused(tmp_path, data, r'refusing global __builtin__\.eval')
+  assert not marker.exists()
+
+
+@pytest.mark.parametrize('protocol', [2, 4, 5])
+@pytest.mark.parametrize('issame, dtype', [
+    (np.array([b'a', None], dtype=object), "'O8'"),
+    (np.array([1, 0]), "'i8'"),
+    (np.array([1.0, 0.0], dtype=np.float32), "'f4'"),
+])
+def test_load_bin_refuses_other_dtypes(tmp_path, protocol, issame, dtype):
+  refused(tmp_path, pickle.dumps((BINS, issame), protocol=protocol),
+          f'numpy dtype {dtype}: only bool')
+
+
+@pytest.mark.parametrize('data, message', [
+    (b'\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x04\x00\x00\x00zlib'
+     b'\x86R.', "encoding 'zlib'"),
+    (b'\x80\x02c__builtin__\nbytes\nK\x80\x85R.', r'bytes\(\) with argum'),
+    (b'\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\ndtype\n'
+     b'K\x00\x85U\x01b\x87R.', 'a type other than numpy.ndarray'),
+    (b'\x80\x02cnumpy\nndarray\n)R.', 'calling numpy.ndarray'),
+    # BUILD on a stand-in, to change what it calls:
+    (b'\x80\x02c_codecs\nencode\n}X\x06\x00\x00\x00targetK\x01sb.',
+     'setting the state of _Global'),
+    (b'\x80\x02c_codecs\nencode\nN}X\x06\x00\x00\x00targetK\x01s\x86b.',
+     'setting the state of _Global'),
+    # Bool arrays and scalars that do not add up.
+    (PY2_NUMPY_ARRAY.replace(b'K\x01K\x02\x85', b'K\x01K\x03\x85') + b'.',
+     r'shape \(3,\) with 2 data bytes'),
+    (NEW_ARRAY + ARRAY_STATE.replace(b'K\x02\x85', b'U\x01x') + b'.',
+     "bad numpy array shape b'x'"),
+    (NEW_ARRAY + ARRAY_STATE.replace(BOOL_DTYPE, b'K\x05') + b'.',
+     'numpy array without a bool dtype'),
+    (NEW_ARRAY + ARRAY_STATE.replace(b'U\x02\x01\x00', b']') + b'.',
+     'numpy array data of type list'),
+    (NEW_ARRAY + b'(K\x01tb.', 'unexpected numpy array state'),
+    (PY2_NUMPY_ARRAY + ARRAY_STATE + b'.', 'set up twice'),
+    (NEW_DTYPE + b'K\x03b.', 'numpy dtype state is not a tuple'),
+    (b'cnumpy._core.multiarray\nscalar\n' + BOOL_DTYPE + b'U\x02ab\x86R.',
+     'only bool scalars'),
+])
+def test_load_bin_refuses_crafted_pickles(tmp_path, data, message):
+  refused(tmp_path, data, message)
+  # The stand-ins are unchanged for the next file.
+  path = write(tmp_path, pickle.dumps((BINS, np.array(ISSAME)), protocol=2),
+               'next.bin')
+  assert insightface.load_bin(path)[0] == BINS
+
+
+@pytest.mark.parametrize('loaded, message', [
+    ((BINS[:3] + [7], ISSAME), r'bins\[3\] has type int, expected bytes'),
+    ((BINS, ISSAME + [True]), r'4 images for 3 pairs, expected 6'),
+    ((BINS[:3], np.array([True])), r'3 images for 1 pairs'),
+    ((BINS, [True, 1]), r'issame\[1\] has type int, expected bool'),
+    ((BINS, np.array([[True, False]])), 
+     'issame is a bool array of shape .*, expected a 1-D'),
+    ((BINS, 'yes'), 'issame has type str'),
+    ((b'abcd', ISSAME), 'bins has type bytes'),
+    ((BINS, ISSAME, ISSAME), r'expected a pickled \(bins, issame\) pair'),
+    ([BINS], r'expected a pickled \(bins, issame\) pair'),
+])
+def test_load_bin_checks_structure(tmp_path, loaded, message):
+  path = write(tmp_path, pickle.dumps(loaded, protocol=4))
+  with pytest.raises(ValueError, match=f'{path}: {message}'):
+    insightface.load_bin(path)
+
+
+@pytest.mark.parametrize('data', [
+    b'', b'not a pickle', pickle.dumps((BINS, ISSAME), protocol=4)[:-9]])
+def test_load_bin_not_a_pickle(tmp_path, data):
+  path = write(tmp_path, data)
+  with pytest.raises(ValueError, match=f'{path}: not a valid verification'):
+    insightface.load_bin(path)
+
+
+def test_load_bin_missing_file(tmp_path):
+  with pytest.raises(FileNotFoundError, match='missing.bin'):
+    insightface.load_bin(tmp_path / 'missing.bin')
