@@ -18,8 +18,7 @@ import numpy as np
 from facejax.losses import contrastive
 from tests.losses import brute_force
 
-RTOL = 1e-5
-ATOL = 1e-6
+RTOL = brute_force.RTOL
 PAIRS = 8
 DIM = 4
 SAME = [True, False, True, False, False, True, False, False]
@@ -103,19 +102,10 @@ class ContrastiveLossTest(chex.TestCase):
     f1, f2 = _pair(1)
     same = np.array(SAME)
     _, grads = self.loss_and_grad(f1, f2, same)
-    step = 1e-6
-    for which, grad in enumerate(grads):
-      expected = np.zeros((PAIRS, DIM))
-      for i in range(PAIRS):
-        for k in range(DIM):
-          up = [f1.astype(np.float64), f2.astype(np.float64)]
-          down = [f1.astype(np.float64), f2.astype(np.float64)]
-          up[which][i, k] += step
-          down[which][i, k] -= step
-          expected[i, k] = (ref_contrastive(*up, SAME)
-                            - ref_contrastive(*down, SAME)) / (2 * step)
-      np.testing.assert_allclose(np.asarray(grad, np.float64), expected,
-                                 rtol=1e-4, atol=1e-5)
+    expected_grads = brute_force.central_differences(
+        lambda a, b: ref_contrastive(a, b, SAME), f1, f2)
+    for grad, expected in zip(grads, expected_grads, strict=True):
+      brute_force.assert_close(grad, expected, rtol=1e-4, atol=1e-5)
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(

@@ -20,9 +20,6 @@ from facejax.losses import distances
 from facejax.losses import reductions
 from tests.losses import brute_force
 
-RTOL = 1e-5
-ATOL = 1e-6
-
 
 # ----------------------------------------------------------------------------
 # Brute-force references (float64, explicit loops).

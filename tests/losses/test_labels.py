@@ -9,8 +9,9 @@ sphereface_loss, intra_loss, inter_loss and center_loss must
   * raise a TypeError for non-integer labels, with and without ``jit``;
   * accept every integer dtype and the labels 0 and num_classes - 1.
 
-The shapes are those of test_margin.py, so that the eagerly compiled
-primitives are shared when the files run together.
+The shapes are those of test_margin.py and test_sphereface.py (from
+angular_problems), so that the eagerly compiled primitives are shared when the
+files run together.
 """
 import collections
 import re
@@ -25,8 +26,10 @@ from facejax.losses import center
 from facejax.losses import margin
 from facejax.losses import softmax
 from facejax.losses import sphereface
+from tests.losses import angular_problems
+from tests.losses import brute_force
 
-N, D, C = 8, 5, 7
+N, D, C = angular_problems.N, angular_problems.D, angular_problems.C
 
 Inputs = collections.namedtuple('Inputs', 'embeddings weights logits centers')
 
@@ -84,19 +87,6 @@ def _with_bad_label(value, position=3):
   labels = _valid_labels()
   labels[position] = value
   return labels
-
-
-def _center_update_reference(features, labels, centers, alpha=0.5):
-  """c_j - alpha sum_{i: y_i = j} (c_j - x_i) / (1 + n_j), valid labels only."""
-  x = np.asarray(features, np.float64)
-  new = np.array(centers, np.float64)
-  for j in range(centers.shape[0]):
-    members = [i for i in range(len(labels)) if int(labels[i]) == j]
-    if not members:
-      continue
-    delta = sum(new[j] - x[i] for i in members) / (1.0 + len(members))
-    new[j] = new[j] - alpha * delta
-  return new
 
 
 def _names_value(value):
@@ -173,7 +163,8 @@ class JitLabelsTest(chex.TestCase):
       # class receives it.
       np.testing.assert_allclose(
           new_centers,
-          _center_update_reference(inputs.embeddings, labels, inputs.centers),
+          brute_force.center_update(inputs.embeddings, labels,
+                                    inputs.centers),
           rtol=1e-5, atol=1e-6, err_msg=f'label {value}')
 
 

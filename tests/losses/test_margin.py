@@ -9,7 +9,9 @@ numpy with explicit Python loops over examples and classes, under and outside
 ``jit`` (``chex.variants``). Hyperparameters are static: they are bound with
 ``functools.partial``, and all the configurations are evaluated by one
 function (``_all_losses``), so that ``jit`` compiles once per input signature
-for the whole file instead of once per loss and test.
+for the whole file instead of once per loss and test. The inputs and the
+tests shared with test_sphereface.py (``AngularLossTestCase``) are in
+angular_problems.py.
 """
 import functools
 import math
@@ -21,16 +23,16 @@ from absl.testing import parameterized
 import chex
 import hypothesis
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from facejax.losses import margin
 from facejax.losses import softmax
+from tests.losses import angular_problems
 from tests.losses import brute_force
 
-N, D, C = 8, 5, 7
+N, C = angular_problems.N, angular_problems.C
 SCALE = 32.0
 
 # ---------------------------------------------------------------------------
@@ -39,21 +41,6 @@ SCALE = 32.0
 
 
 _assert_close = functools.partial(brute_force.assert_close, atol=1e-5)
-
-def _cosines_reference(embeddings, weights):
-  """cos(theta_ij) between row i of the embeddings and column j of W."""
-  x = np.asarray(embeddings, np.float64)
-  w = np.asarray(weights, np.float64)
-  num_examples, dim = x.shape
-  num_classes = w.shape[1]
-  cosines = np.zeros((num_examples, num_classes))
-  for i in range(num_examples):
-    x_norm = math.sqrt(sum(x[i, k] ** 2 for k in range(dim)))
-    for j in range(num_classes):
-      w_norm = math.sqrt(sum(w[k, j] ** 2 for k in range(dim)))
-      dot = sum(x[i, k] * w[k, j] for k in range(dim))
-      cosines[i, j] = dot / (x_norm * w_norm)
-  return cosines
 
 
 def _target_cosine_reference(cosine, m1, m2, m3):
@@ -71,7 +58,7 @@ def _target_cosine_reference(cosine, m1, m2, m3):
 
 
 def _margin_softmax_reference(embeddings, weights, labels, scale, m1, m2, m3):
-  cosines = _cosines_reference(embeddings, weights)
+  cosines = brute_force.cosines(embeddings, weights)
   logits = []
   for i in range(cosines.shape[0]):
     row = []
@@ -86,7 +73,7 @@ def _margin_softmax_reference(embeddings, weights, labels, scale, m1, m2, m3):
 
 def _intra_reference(embeddings, weights, labels, scale):
   """L5 = L2 + 1/(pi N) sum_i theta_{y_i}."""
-  cosines = _cosines_reference(embeddings, weights)
+  cosines = brute_force.cosines(embeddings, weights)
   num_examples, num_classes = cosines.shape
   logits = [[scale * cosines[i, j] for j in range(num_classes)]
             for i in range(num_examples)]
@@ -99,7 +86,7 @@ def _intra_reference(embeddings, weights, labels, scale):
 
 def _inter_reference(embeddings, weights, labels, scale):
   """L6 = L2 - 1/(pi N (C-1)) sum_i sum_{j != y_i} arccos(W_y^T W_j)."""
-  cosines = _cosines_reference(embeddings, weights)
+  cosines = brute_force.cosines(embeddings, weights)
   num_examples, num_classes = cosines.shape
   w = np.asarray(weights, np.float64)
   logits = [[scale * cosines[i, j] for j in range(num_classes)]
@@ -199,86 +186,6 @@ def _bfloat16_losses(embeddings, weights, labels):
 def _references(embeddings, weights, labels):
   return {name: reference(embeddings, weights, labels)
           for name, (_, reference) in _CASES.items()}
-
-
-# ---------------------------------------------------------------------------
-# Inputs.
-# ---------------------------------------------------------------------------
-
-
-def _unit(v):
-  return v / np.linalg.norm(v)
-
-
-def _at_angle(direction, angle, rng):
-  """A unit vector at ``angle`` from ``direction`` (float64)."""
-  u = _unit(np.asarray(direction, np.float64))
-  r = rng.normal(size=u.shape)
-  r = _unit(r - np.dot(r, u) * u)
-  return math.cos(angle) * u + math.sin(angle) * r
-
-
-def _problem(seed, angles=None):
-  """Random (embeddings, weights, labels) with chosen target angles.
-
-  The default target angles spread over [0.15, pi - 0.15], so that every batch
-  has examples on both sides of every margin's threshold theta*.
-  """
-  rng = np.random.default_rng(seed)
-  weights = rng.normal(size=(D, C)) * rng.uniform(0.5, 2.0, size=(1, C))
-  labels = rng.integers(0, C, size=N)
-  if angles is None:
-    angles = (rng.permutation(np.linspace(0.15, math.pi - 0.15, N))
-              + rng.uniform(-0.05, 0.05, size=N))
-  embeddings = np.stack([
-      _at_angle(weights[:, labels[i]], angles[i], rng) for i in range(N)])
-  embeddings *= rng.uniform(0.5, 3.0, size=(N, 1))
-  return (embeddings.astype(np.float32), weights.astype(np.float32),
-          labels.astype(np.int32))
-
-
-# What the rows of the 'random_columns' extreme batch are.
-_EXTREME_ROWS = ('theta = 0 (x = 1.5 W_y)', 'theta = 0 (x = 0.3 W_y)',
-                 'theta = pi (x = -0.7 W_y)', 'theta = pi (x = -2 W_y)',
-                 'theta = 1e-4', 'theta = 1e-4',
-                 'theta = pi - 1e-4', 'theta = pi - 1e-4')
-
-
-def _extreme_problems(seed=0):
-  """Batches whose target angles are exactly or nearly 0 and pi."""
-  rng = np.random.default_rng(seed)
-  weights = rng.normal(size=(D, C)) * rng.uniform(0.5, 2.0, size=(1, C))
-  labels = rng.integers(0, C, size=N).astype(np.int32)
-  columns = weights.T[labels]
-  near = [_at_angle(columns[i], angle, rng) for i, angle in
-          zip(range(4, 8), (1e-4, 1e-4, math.pi - 1e-4, math.pi - 1e-4))]
-  x = np.concatenate([columns[:2] * [[1.5], [0.3]],
-                      columns[2:4] * [[-0.7], [-2.0]], np.stack(near)])
-  problems = {'random_columns': (x, weights, labels)}
-  # Basis-vector classes: the cosines are exactly +1 and -1 in float32.
-  basis_weights = np.array(weights)
-  basis_weights[:, :D] = 2.0 * np.eye(D)
-  basis_labels = np.arange(N, dtype=np.int32) % D
-  sign = np.where(np.arange(N) % 2 == 0, 1.0, -1.0)[:, None]
-  problems['exact_plus_minus_one'] = (
-      3.0 * sign * np.eye(D)[basis_labels], basis_weights, basis_labels)
-  # Coincident and opposite class centres (the angles of inter_loss).
-  centre_weights = np.array(weights)
-  centre_weights[:, 1] = centre_weights[:, 0]
-  centre_weights[:, 2] = -centre_weights[:, 0]
-  centre_labels = np.arange(N, dtype=np.int32) % 3
-  problems['coincident_centres'] = (
-      centre_weights.T[centre_labels], centre_weights, centre_labels)
-  return {name: (np.asarray(x, np.float32), np.asarray(w, np.float32), y)
-          for name, (x, w, y) in problems.items()}
-
-
-def _describe_bad_rows(case, grad_x):
-  """The rows of an extreme batch whose gradient is not finite."""
-  bad = np.flatnonzero(~np.all(np.isfinite(grad_x), axis=1))
-  if case == 'random_columns':
-    return [f'row {i}: {_EXTREME_ROWS[i]}' for i in bad]
-  return [f'row {i}' for i in bad]
 
 
 # ---------------------------------------------------------------------------
@@ -432,77 +339,20 @@ class MarginTargetCosineTest(chex.TestCase):
 # ---------------------------------------------------------------------------
 
 
-class MarginLossesTest(chex.TestCase):
+class MarginLossesTest(angular_problems.AngularLossTestCase):
+  """The shared angular-loss tests (see there) and bfloat16 inputs."""
 
-  def assert_all_close(self, losses, expected, rtol=1e-5, atol=1e-5,
-                       what=''):
-    self.assertEqual(set(losses), set(expected))
-    for name in expected:
-      _assert_close(losses[name], expected[name], rtol=rtol, atol=atol,
-                    err_msg=f'{name} {what}')
+  all_losses = staticmethod(_all_losses)
+  all_gradients = staticmethod(_all_gradients)
+  references = staticmethod(_references)
+  gradient_cases = _GRADIENT_CASES
+  extreme_problems = staticmethod(angular_problems.extreme_problems)
+  # arccos of a float32 cosine within an ulp of +-1 is only good to ~3e-4 rad.
+  extreme_atol = 1e-3
+  keeps_feature_norm = False
+  min_any_angle = 0.1
 
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_matches_brute_force(self):
-    losses_fn = self.variant(_all_losses)
-    for seed in (0, 1, 2):
-      x, w, y = _problem(seed)
-      losses = losses_fn(x, w, y)
-      for name, loss in losses.items():
-        self.assertEqual(loss.shape, (), name)
-        self.assertEqual(loss.dtype, jnp.float32, name)
-      self.assert_all_close(losses, _references(x, w, y), what=f'seed {seed}')
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_matches_brute_force_for_any_angles(self):
-    """Hypothesis draws the target angles (and a seed) for a fixed shape."""
-    losses_fn = self.variant(_all_losses)
-
-    @hypothesis.settings(max_examples=10)
-    @hypothesis.given(
-        angles=hnp.arrays(np.float64, (N,),
-                          elements=st.floats(0.1, math.pi - 0.1)),
-        seed=st.integers(0, 2**31 - 1))
-    def check(angles, seed):
-      x, w, y = _problem(seed, angles=angles)
-      self.assert_all_close(losses_fn(x, w, y), _references(x, w, y))
-
-    check()
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_finite_gradients_at_zero_and_pi(self):
-    losses_fn = self.variant(_all_losses)
-    gradients_fn = self.variant(_all_gradients)
-    for case, (x, w, y) in _extreme_problems().items():
-      losses = losses_fn(x, w, y)
-      gradients = gradients_fn(x, w, y)
-      for name in _GRADIENT_CASES:
-        grad_x, grad_w = gradients[name]
-        what = f'{name} at {case}'
-        self.assertTrue(np.isfinite(losses[name]), f'{what}: {losses[name]}')
-        self.assertTrue(
-            np.all(np.isfinite(grad_x)),
-            f'{what}: d/dx {grad_x} {_describe_bad_rows(case, grad_x)}')
-        self.assertTrue(np.all(np.isfinite(grad_w)), f'{what}: d/dW {grad_w}')
-      # The values at the extremes still follow the spec (arccos of a float32
-      # cosine within an ulp of +-1 is only good to ~3e-4 rad).
-      self.assert_all_close(losses, _references(x, w, y), rtol=1e-4,
-                            atol=1e-3, what=f'at {case}')
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_invariances(self):
-    losses_fn = self.variant(_all_losses)
-    rng = np.random.default_rng(11)
-    x, w, y = _problem(4)
-    expected = jax.tree.map(float, losses_fn(x, w, y))
-    # Batch order.
-    order = rng.permutation(N)
-    self.assert_all_close(losses_fn(x[order], w, y[order]), expected,
-                          what='batch order')
-    # Class order: permute the columns of W and relabel accordingly.
-    perm = rng.permutation(C)
-    new_label = np.argsort(perm).astype(np.int32)
-    self.assert_all_close(losses_fn(x, w[:, perm], new_label[y]), expected,
-                          what='class permutation')
+  def assert_scaling_invariances(self, losses_fn, x, w, y, rng, expected):
     # Positive scale of each embedding and of each class column.
     row_scale = rng.uniform(0.1, 10.0, size=(N, 1)).astype(np.float32)
     column_scale = rng.uniform(0.1, 10.0, size=(1, C)).astype(np.float32)
@@ -512,7 +362,7 @@ class MarginLossesTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   def test_bfloat16_close_to_float32(self):
     losses_fn = self.variant(_all_losses)
-    x, w, y = _problem(5)
+    x, w, y = angular_problems.problem(5)
     full = losses_fn(x, w, y)
     half = self.variant(_bfloat16_losses)(jnp.asarray(x, jnp.bfloat16),
                                           jnp.asarray(w, jnp.bfloat16), y)
@@ -527,8 +377,8 @@ class KnownLimitsTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   def test_no_margin_is_normalised_softmax(self):
     losses_fn = self.variant(_all_losses)
-    x, w, y = _problem(6)
-    logits = (SCALE * _cosines_reference(x, w)).astype(np.float32)
+    x, w, y = angular_problems.problem(6)
+    logits = (SCALE * brute_force.cosines(x, w)).astype(np.float32)
     expected = float(softmax.softmax_cross_entropy(jnp.asarray(logits), y))
     losses = losses_fn(x, w, y)
     _assert_close(losses['no_margin'], expected)
@@ -536,10 +386,10 @@ class KnownLimitsTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   def test_cosface_is_softmax_with_shifted_target(self):
     losses_fn = self.variant(_all_losses)
-    x, w, y = _problem(7)
+    x, w, y = angular_problems.problem(7)
     losses = losses_fn(x, w, y)
     scale, m = 16.0, 0.35  # the 'cosface' case
-    logits = scale * _cosines_reference(x, w)
+    logits = scale * brute_force.cosines(x, w)
     for i in range(N):
       logits[i, y[i]] -= scale * m
     expected = softmax.softmax_cross_entropy(
@@ -548,9 +398,9 @@ class KnownLimitsTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_intra_is_normalised_softmax_plus_mean_angle(self):
-    x, w, y = _problem(8)
+    x, w, y = angular_problems.problem(8)
     losses = self.variant(_all_losses)(x, w, y)
-    cosines = _cosines_reference(x, w)
+    cosines = brute_force.cosines(x, w)
     mean_angle = sum(brute_force.acos(cosines[i, y[i]]) for i in range(N)) / N
     _assert_close(float(losses['intra']) - float(losses['no_margin']),
                   mean_angle / math.pi)
@@ -559,7 +409,7 @@ class KnownLimitsTest(chex.TestCase):
 class WrapperDefaultsTest(parameterized.TestCase):
 
   def test_wrapper_defaults(self):
-    x, w, y = _problem(12)
+    x, w, y = angular_problems.problem(12)
     # arcface_loss: scale 64, margin 0.5; cosface_loss: scale 64, margin 0.35.
     _assert_close(margin.arcface_loss(x, w, y),
                   _margin_softmax_reference(x, w, y, 64.0, 1.0, 0.5, 0.0))

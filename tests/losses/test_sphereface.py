@@ -6,6 +6,8 @@ written below in float64 numpy with explicit Python loops over examples and
 classes, under and outside ``jit`` (``chex.variants``). Hyperparameters are
 static (bound with ``functools.partial``); all the configurations are
 evaluated by one function so that ``jit`` compiles once per input signature.
+The inputs and the tests shared with test_margin.py (``AngularLossTestCase``)
+are in angular_problems.py.
 """
 import functools
 import math
@@ -20,9 +22,10 @@ import numpy as np
 
 from facejax.losses import softmax
 from facejax.losses import sphereface
+from tests.losses import angular_problems
 from tests.losses import brute_force
 
-N, D, C = 8, 5, 7
+N, C = angular_problems.N, angular_problems.C
 
 # ---------------------------------------------------------------------------
 # Brute-force references: float64, explicit loops, math.* only.
@@ -30,6 +33,7 @@ N, D, C = 8, 5, 7
 
 
 _assert_close = functools.partial(brute_force.assert_close, atol=1e-5)
+
 
 def _psi_reference(theta, m):
   """psi(theta) = (-1)^k cos(m theta) - 2k on [k pi/m, (k+1) pi/m]."""
@@ -39,25 +43,20 @@ def _psi_reference(theta, m):
 
 def _sphereface_reference(embeddings, weights, labels, m, lam):
   x = np.asarray(embeddings, np.float64)
-  w = np.asarray(weights, np.float64)
+  cosines = brute_force.cosines(x, weights)
   num_examples, dim = x.shape
-  num_classes = w.shape[1]
-  total = 0.0
+  logits = []
   for i in range(num_examples):
     x_norm = math.sqrt(sum(x[i, k] ** 2 for k in range(dim)))
-    logits = []
-    for j in range(num_classes):
-      w_norm = math.sqrt(sum(w[k, j] ** 2 for k in range(dim)))
-      cosine = sum(x[i, k] * w[k, j] for k in range(dim)) / (x_norm * w_norm)
+    row = []
+    for j, cosine in enumerate(cosines[i]):
       if j == int(labels[i]):
         psi = _psi_reference(brute_force.acos(cosine), m)
-        logits.append(x_norm * (lam * cosine + psi) / (1.0 + lam))
+        row.append(x_norm * (lam * cosine + psi) / (1.0 + lam))
       else:
-        logits.append(x_norm * cosine)
-    top = max(logits)
-    log_sum = top + math.log(sum(math.exp(z - top) for z in logits))
-    total += log_sum - logits[int(labels[i])]
-  return total / num_examples
+        row.append(x_norm * cosine)
+    logits.append(row)
+  return brute_force.cross_entropy(logits, labels)
 
 
 # ---------------------------------------------------------------------------
@@ -92,76 +91,6 @@ def _all_gradients(embeddings, weights, labels):
 def _references(embeddings, weights, labels):
   return {name: _sphereface_reference(embeddings, weights, labels, m, lam)
           for name, (m, lam) in _CONFIGS.items()}
-
-
-# ---------------------------------------------------------------------------
-# Inputs.
-# ---------------------------------------------------------------------------
-
-
-def _unit(v):
-  return v / np.linalg.norm(v)
-
-
-def _at_angle(direction, angle, rng):
-  u = _unit(np.asarray(direction, np.float64))
-  r = rng.normal(size=u.shape)
-  r = _unit(r - np.dot(r, u) * u)
-  return math.cos(angle) * u + math.sin(angle) * r
-
-
-def _problem(seed, angles=None):
-  """Random inputs; target angles spread over (0, pi), feature norms 0.5-3."""
-  rng = np.random.default_rng(seed)
-  weights = rng.normal(size=(D, C)) * rng.uniform(0.5, 2.0, size=(1, C))
-  labels = rng.integers(0, C, size=N)
-  if angles is None:
-    angles = (rng.permutation(np.linspace(0.15, math.pi - 0.15, N))
-              + rng.uniform(-0.05, 0.05, size=N))
-  embeddings = np.stack([
-      _at_angle(weights[:, labels[i]], angles[i], rng) for i in range(N)])
-  embeddings *= rng.uniform(0.5, 3.0, size=(N, 1))
-  return (embeddings.astype(np.float32), weights.astype(np.float32),
-          labels.astype(np.int32))
-
-
-# What the rows of the 'random_columns' extreme batch are.
-_EXTREME_ROWS = ('theta = 0 (x = 1.5 W_y)', 'theta = 0 (x = 0.3 W_y)',
-                 'theta = pi (x = -0.7 W_y)', 'theta = pi (x = -2 W_y)',
-                 'theta = 1e-4', 'theta = 1e-4',
-                 'theta = pi - 1e-4', 'theta = pi - 1e-4')
-
-
-def _extreme_problems(seed=0):
-  """Batches whose target angles are exactly or nearly 0 and pi."""
-  rng = np.random.default_rng(seed)
-  weights = rng.normal(size=(D, C)) * rng.uniform(0.5, 2.0, size=(1, C))
-  labels = rng.integers(0, C, size=N).astype(np.int32)
-  columns = weights.T[labels]
-  near = [2.0 * _at_angle(columns[i], angle, rng) for i, angle in
-          zip(range(4, 8), (1e-4, 1e-4, math.pi - 1e-4, math.pi - 1e-4))]
-  x = np.concatenate([columns[:2] * [[1.5], [0.3]],
-                      columns[2:4] * [[-0.7], [-2.0]], np.stack(near)])
-  # Basis-vector classes: the cosines are exactly +1 and -1 in float32.
-  basis_weights = np.array(weights)
-  basis_weights[:, :D] = 2.0 * np.eye(D)
-  basis_labels = np.arange(N, dtype=np.int32) % D
-  sign = np.where(np.arange(N) % 2 == 0, 1.0, -1.0)[:, None]
-  problems = {
-      'random_columns': (x, weights, labels),
-      'exact_plus_minus_one': (3.0 * sign * np.eye(D)[basis_labels],
-                               basis_weights, basis_labels),
-  }
-  return {name: (np.asarray(x, np.float32), np.asarray(w, np.float32), y)
-          for name, (x, w, y) in problems.items()}
-
-
-def _describe_bad_rows(case, grad_x):
-  """The rows of an extreme batch whose gradient is not finite."""
-  bad = np.flatnonzero(~np.all(np.isfinite(grad_x), axis=1))
-  if case == 'random_columns':
-    return [f'row {i}: {_EXTREME_ROWS[i]}' for i in bad]
-  return [f'row {i}' for i in bad]
 
 
 # ---------------------------------------------------------------------------
@@ -294,76 +223,22 @@ class LambdaScheduleTest(chex.TestCase):
 # ---------------------------------------------------------------------------
 
 
-class SphereFaceLossTest(chex.TestCase):
+class SphereFaceLossTest(angular_problems.AngularLossTestCase):
+  """The shared angular-loss tests (see there) and SphereFace's own."""
 
-  def assert_all_close(self, losses, expected, rtol=1e-5, atol=1e-5,
-                       what=''):
-    self.assertEqual(set(losses), set(expected))
-    for name in expected:
-      _assert_close(losses[name], expected[name], rtol=rtol, atol=atol,
-                    err_msg=f'{name} {what}')
+  all_losses = staticmethod(_all_losses)
+  all_gradients = staticmethod(_all_gradients)
+  references = staticmethod(_references)
+  gradient_cases = _GRADIENT_CASES
+  # The rows near 0 and pi of norm 2; no inter_loss, so no coincident centres.
+  extreme_problems = staticmethod(functools.partial(
+      angular_problems.extreme_problems, near_norm=2.0,
+      coincident_centres=False))
+  extreme_atol = 1e-4
+  keeps_feature_norm = True
+  min_any_angle = 0.05
 
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_matches_brute_force(self):
-    losses_fn = self.variant(_all_losses)
-    for seed in (0, 1, 2):
-      x, w, y = _problem(seed)
-      losses = losses_fn(x, w, y)
-      for name, loss in losses.items():
-        self.assertEqual(loss.shape, (), name)
-        self.assertEqual(loss.dtype, jnp.float32, name)
-      self.assert_all_close(losses, _references(x, w, y), what=f'seed {seed}')
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_matches_brute_force_for_any_angles(self):
-    """Hypothesis draws target angles and feature norms for a fixed shape."""
-    losses_fn = self.variant(_all_losses)
-
-    @hypothesis.settings(max_examples=10)
-    @hypothesis.given(
-        angles=hnp.arrays(np.float64, (N,),
-                          elements=st.floats(0.05, math.pi - 0.05)),
-        norms=hnp.arrays(np.float64, (N,), elements=st.floats(0.1, 4.0)),
-        seed=st.integers(0, 2**31 - 1))
-    def check(angles, norms, seed):
-      x, w, y = _problem(seed, angles=angles)
-      x = (x / np.linalg.norm(x, axis=1, keepdims=True)
-           * norms[:, None]).astype(np.float32)
-      self.assert_all_close(losses_fn(x, w, y), _references(x, w, y))
-
-    check()
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_finite_gradients_at_zero_and_pi(self):
-    losses_fn = self.variant(_all_losses)
-    gradients_fn = self.variant(_all_gradients)
-    for case, (x, w, y) in _extreme_problems().items():
-      losses = losses_fn(x, w, y)
-      gradients = gradients_fn(x, w, y)
-      for name in _GRADIENT_CASES:
-        grad_x, grad_w = gradients[name]
-        what = f'{name} at {case}'
-        self.assertTrue(np.isfinite(losses[name]), f'{what}: {losses[name]}')
-        self.assertTrue(
-            np.all(np.isfinite(grad_x)),
-            f'{what}: d/dx {grad_x} {_describe_bad_rows(case, grad_x)}')
-        self.assertTrue(np.all(np.isfinite(grad_w)), f'{what}: d/dW {grad_w}')
-      self.assert_all_close(losses, _references(x, w, y), rtol=1e-4,
-                            atol=1e-4, what=f'at {case}')
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_invariances(self):
-    losses_fn = self.variant(_all_losses)
-    rng = np.random.default_rng(11)
-    x, w, y = _problem(4)
-    expected = jax.tree.map(float, losses_fn(x, w, y))
-    order = rng.permutation(N)
-    self.assert_all_close(losses_fn(x[order], w, y[order]), expected,
-                          what='batch order')
-    perm = rng.permutation(C)
-    new_label = np.argsort(perm).astype(np.int32)
-    self.assert_all_close(losses_fn(x, w[:, perm], new_label[y]), expected,
-                          what='class permutation')
+  def assert_scaling_invariances(self, losses_fn, x, w, y, rng, expected):
     # W columns are normalised: their scale does not matter ...
     column_scale = rng.uniform(0.1, 10.0, size=(1, C)).astype(np.float32)
     self.assert_all_close(losses_fn(x, w * column_scale, y), expected,
@@ -380,7 +255,7 @@ class SphereFaceLossTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   def test_m1_lam0_is_softmax_of_norm_times_cosine(self):
     losses_fn = self.variant(_all_losses)
-    x, w, y = _problem(6)
+    x, w, y = angular_problems.problem(6)
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
     logits = np.zeros((N, C))
     for i in range(N):
@@ -397,7 +272,7 @@ class SphereFaceLossTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   def test_bfloat16_close_to_float32(self):
     losses_fn = self.variant(_all_losses)
-    x, w, y = _problem(5)
+    x, w, y = angular_problems.problem(5)
     full = losses_fn(x, w, y)
     loss_fn = self.variant(_LOSSES['m4_lam0'])
     half = loss_fn(jnp.asarray(x, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16),

@@ -22,8 +22,7 @@ import numpy as np
 from facejax.losses import triplet
 from tests.losses import brute_force
 
-RTOL = 1e-5
-ATOL = 1e-6
+RTOL, ATOL = brute_force.RTOL, brute_force.ATOL
 BATCH = 8
 DIM = 4
 
@@ -157,6 +156,19 @@ class TripletTestCase(chex.TestCase):
     variant = self.variant(_VALUE_AND_GRAD[fn], static_argnames=tuple(kwargs))
     return variant(embeddings, labels, **kwargs)
 
+  def assert_matches_reference(self, fn, reference, seed, layout, **kwargs):
+    """fn on a Gaussian batch with a layout's labels, against the reference.
+
+    Returns:
+      The reference value.
+    """
+    embeddings = _gaussian(seed, (BATCH, DIM))
+    labels = np.array(LAYOUTS[layout], np.int32)
+    got = self.loss(fn, embeddings, labels, **kwargs)
+    expected = reference(embeddings, labels, **kwargs)
+    brute_force.assert_close(got, expected)
+    return expected
+
 
 class BatchHardTest(TripletTestCase):
 
@@ -169,13 +181,10 @@ class BatchHardTest(TripletTestCase):
       ('scrambled_soft_squared_other_margin', 'scrambled', 0.7, True, True),
       ('scrambled_hinge_wide_margin', 'scrambled', 3.0, False, False))
   def test_matches_reference(self, layout, margin, soft, squared):
-    embeddings = _gaussian(1, (BATCH, DIM))
-    labels = np.array(LAYOUTS[layout], np.int32)
-    got = self.loss(triplet.batch_hard_triplet_loss, embeddings, labels,
-                    margin=margin, soft=soft, squared=squared)
-    expected = ref_batch_hard(embeddings, labels, margin, soft, squared)
+    expected = self.assert_matches_reference(
+        triplet.batch_hard_triplet_loss, ref_batch_hard, 1, layout,
+        margin=margin, soft=soft, squared=squared)
     self.assertGreater(expected, 0.0)  # The test batch is not a trivial one.
-    brute_force.assert_close(got, expected)
 
 
 class BatchAllTest(TripletTestCase):
@@ -187,12 +196,9 @@ class BatchAllTest(TripletTestCase):
       ('imbalanced_nonzero_squared', 'imbalanced', 0.5, True, True),
       ('scrambled_every_triplet_squared', 'scrambled', 0.2, True, False))
   def test_matches_reference(self, layout, margin, squared, nonzero_only):
-    embeddings = _gaussian(2, (BATCH, DIM))
-    labels = np.array(LAYOUTS[layout], np.int32)
-    got = self.loss(triplet.batch_all_triplet_loss, embeddings, labels,
-                    margin=margin, squared=squared, nonzero_only=nonzero_only)
-    brute_force.assert_close(
-        got, ref_batch_all(embeddings, labels, margin, squared, nonzero_only))
+    self.assert_matches_reference(
+        triplet.batch_all_triplet_loss, ref_batch_all, 2, layout,
+        margin=margin, squared=squared, nonzero_only=nonzero_only)
 
   def test_reference_batches_have_easy_and_hard_triplets(self):
     # Sanity of the data above: BA and BA!=0 differ on it, so the
@@ -228,13 +234,9 @@ class LiftedStructureTest(TripletTestCase):
       ('pk', 'pk', 1.0), ('imbalanced', 'imbalanced', 1.0),
       ('scrambled_small_margin', 'scrambled', 0.3))
   def test_matches_reference(self, layout, margin):
-    embeddings = _gaussian(4, (BATCH, DIM))
-    labels = np.array(LAYOUTS[layout], np.int32)
-    got = self.loss(triplet.lifted_structure_loss, embeddings, labels,
-                    margin=margin)
-    expected = ref_lifted(embeddings, labels, margin)
+    expected = self.assert_matches_reference(
+        triplet.lifted_structure_loss, ref_lifted, 4, layout, margin=margin)
     self.assertGreater(expected, 0.0)
-    brute_force.assert_close(got, expected)
 
 
 class TripletFamilyTest(TripletTestCase):
@@ -323,19 +325,10 @@ class TripletFamilyTest(TripletTestCase):
     embeddings = _gaussian(8, (BATCH, DIM))
     labels = np.array(LAYOUTS['scrambled'], np.int32)
     _, grad = self.loss_and_grad(fn, embeddings, labels, **kwargs)
-    point = embeddings.astype(np.float64)
-    expected = np.zeros_like(point)
-    step = 1e-6
-    for i in range(BATCH):
-      for k in range(DIM):
-        up, down = point.copy(), point.copy()
-        up[i, k] += step
-        down[i, k] -= step
-        expected[i, k] = (reference(up, labels, **kwargs)
-                          - reference(down, labels, **kwargs)) / (2 * step)
+    [expected] = brute_force.central_differences(
+        lambda e: reference(e, labels, **kwargs), embeddings)
     self.assertGreater(np.abs(expected).max(), 1e-2)
-    np.testing.assert_allclose(np.asarray(grad, np.float64), expected,
-                               rtol=1e-4, atol=1e-5)
+    brute_force.assert_close(grad, expected, rtol=1e-4, atol=1e-5)
 
   @chex.variants(with_jit=True, without_jit=True)
   @hypothesis.settings(max_examples=10)
