@@ -1,0 +1,412 @@
+"""Where examples come from: the tables the tf.data pipelines read.
+
+A *source* is a table of ``num_examples`` labelled face images. Every source
+says how many classes it has and what they are called (``class_names``), and
+how to read one example inside tf.data; :mod:`facejax.data.pipeline` does the
+rest (order, sharding, decoding, augmentation, batching) the same way for all.
+
+Random-access sources (every index can be read on its own, so the pipeline
+shuffles indices, shards them over processes and samples P x K batches):
+
+* :class:`ImageFolder`: ``root/<identity>/<image>.jpg|png``, one folder per
+  identity (CASIA-WebFace, VGGFace2, a user's own crops). Labels are the
+  positions of the folder names in sorted order; an optional landmarks file
+  gives each image's five points for alignment.
+* :class:`RecordIO`: insightface's ``.rec`` + ``.idx`` (MS1MV2, Glint360K...),
+  read by :class:`facejax.data.insightface.RecordReader`.
+* :class:`InMemory`: decoded uint8 images in a numpy array, e.g. the embedded
+  synthetic dataset (:func:`synthetic_source`).
+
+Sequential source (read in order, shuffled by files and a buffer):
+
+* :class:`TFRecords`: shards written by :mod:`facejax.data.convert`, with
+  the manifest ``dataset.json`` and the label map ``labels.json`` beside them.
+
+A source's ``read(index)`` (or ``records()`` for TFRecords) returns a dict of
+tensors: ``label`` (int32), ``key`` (a string naming the example for error
+messages: its file, or ``file.rec#i``), ``landmarks`` (float32 (5, 2), NaN
+when unknown) and either ``encoded`` (the image file's bytes) or ``image``
+(uint8 (H, W, 3)). Nothing here imports tensorflow at import time.
+"""
+
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+
+from facejax.data import insightface
+
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
+MANIFEST = 'dataset.json'
+LABEL_MAP = 'labels.json'
+NUM_LANDMARKS = 5
+
+
+def _tf():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf
+
+
+def check_labels(labels, num_classes, keys, where):
+  """Raises a ValueError naming the first example whose label is bad.
+
+  JAX gathers clamp out-of-range indices silently, so labels are checked
+  where they enter: every label must be an integer in ``[0, num_classes)``.
+
+  Args:
+    labels: integer array (N,).
+    num_classes: the class count the model will be built with.
+    keys: (N,) names of the examples (file paths) for the message.
+    where: the source's description (its root or file).
+  """
+  labels = np.asarray(labels)
+  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+  if bad.size:
+    first = int(bad[0])
+    raise ValueError(
+        f'{where}: {bad.size} label(s) outside [0, {num_classes}); the first '
+        f'is {int(labels[first])} for {keys[first]}')
+
+
+def _missing_landmarks(n):
+  return np.full((n, NUM_LANDMARKS, 2), np.nan, np.float32)
+
+
+class _RandomAccess:
+  """What the random-access sources share."""
+
+  num_examples: int
+  labels: np.ndarray
+  class_names: tuple
+  landmarks: np.ndarray
+
+  @property
+  def num_classes(self):
+    return len(self.class_names)
+
+  @property
+  def has_landmarks(self):
+    return bool(np.isfinite(self.landmarks).all())
+
+  def _landmarks_of(self, index):
+    tf = _tf()
+    return tf.gather(tf.constant(self.landmarks), index)
+
+
+class ImageFolder(_RandomAccess):
+  """``root/<identity>/<image>``: one sub-folder per identity.
+
+  Identity folders are taken in sorted order, so the label of an image is the
+  position of its folder's name in ``class_names``; images in a folder are
+  sorted by name. Files whose extension is not an image extension
+  (``IMAGE_EXTENSIONS``, any case) are ignored (a ``Thumbs.db``, a
+  ``.DS_Store``); an identity folder with no image in it is an error, since
+  its label would have no example.
+
+  Landmarks (optional): a text file with one line per image, ``relative/path
+  x1 y1 x2 y2 ... x5 y5`` (left eye, right eye, nose, left and right mouth
+  corner, in pixels of the image as stored), as produced by a face detector
+  such as RetinaFace or MTCNN; ``#`` starts a comment. Every image must have
+  a line.
+  """
+
+  def __init__(self, root, landmarks_file=None):
+    self.root = os.fspath(root)
+    if not os.path.isdir(self.root):
+      raise FileNotFoundError(
+          f'{self.root}: image folder not found (expected one sub-folder '
+          'per identity)')
+    names = sorted(entry.name for entry in os.scandir(self.root)
+                   if entry.is_dir() and not entry.name.startswith('.'))
+    if not names:
+      raise ValueError(f'{self.root}: no identity sub-folders in it')
+    relative_paths, labels = [], []
+    for label, name in enumerate(names):
+      folder = os.path.join(self.root, name)
+      files = sorted(f for f in os.listdir(folder)
+                     if f.lower().endswith(IMAGE_EXTENSIONS)
+                     and not f.startswith('.'))
+      if not files:
+        raise ValueError(
+            f'{folder}: identity folder has no images (extensions '
+            f'{", ".join(IMAGE_EXTENSIONS)}); remove it or add images')
+      relative_paths.extend(os.path.join(name, f) for f in files)
+      labels.extend([label] * len(files))
+    self.class_names = tuple(names)
+    self.relative_paths = np.array(relative_paths)
+    self.paths = np.array([os.path.join(self.root, p)
+                           for p in relative_paths])
+    self.labels = np.array(labels, np.int32)
+    self.num_examples = len(self.paths)
+    self.landmarks = (_missing_landmarks(self.num_examples)
+                      if landmarks_file is None else
+                      read_landmarks(landmarks_file, self.relative_paths))
+
+  def __repr__(self):
+    return (f'ImageFolder({self.root!r}: {self.num_examples} images of '
+            f'{self.num_classes} identities)')
+
+  def read(self, index):
+    tf = _tf()
+    path = tf.gather(tf.constant(self.paths), index)
+    return dict(encoded=tf.io.read_file(path),
+                label=tf.gather(tf.constant(self.labels), index),
+                key=path, landmarks=self._landmarks_of(index))
+
+
+def read_landmarks(path, relative_paths):
+  """Reads a landmarks file into (N, 5, 2) float32 in the given order.
+
+  Args:
+    path: text file, lines ``relative/path x1 y1 ... x5 y5``.
+    relative_paths: the images' paths relative to the folder root, in order.
+
+  Raises:
+    FileNotFoundError: the file is missing.
+    ValueError: a malformed line (file and line number named), or an image
+      with no line.
+  """
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path}: landmarks file not found')
+  points = {}
+  with open(path, encoding='utf-8') as f:
+    for number, line in enumerate(f, 1):
+      fields = line.split('#', 1)[0].split()
+      if not fields:
+        continue
+      if len(fields) != 1 + 2 * NUM_LANDMARKS:
+        raise ValueError(
+            f'{path}:{number}: expected a path and {2 * NUM_LANDMARKS} '
+            f'numbers, got {len(fields)} fields')
+      try:
+        values = [float(v) for v in fields[1:]]
+      except ValueError:
+        raise ValueError(
+            f'{path}:{number}: landmark values must be numbers: '
+            f'{" ".join(fields[1:])}') from None
+      if not all(math.isfinite(v) for v in values):
+        raise ValueError(f'{path}:{number}: non-finite landmark value')
+      points[os.path.normpath(fields[0])] = values
+  missing = [p for p in relative_paths if os.path.normpath(p) not in points]
+  if missing:
+    raise ValueError(
+        f'{path}: no landmarks for {len(missing)} image(s), the first is '
+        f'{missing[0]}')
+  return np.array([points[os.path.normpath(p)] for p in relative_paths],
+                  np.float32).reshape(-1, NUM_LANDMARKS, 2)
+
+
+class RecordIO(_RandomAccess):
+  """insightface's ``.rec`` + ``.idx`` (read without mxnet).
+
+  Labels are read from every image record's header once, when the source is
+  made (only the header bytes, not the images); the class count is the
+  dataset header's identity range when it has one, else ``max label + 1``.
+  """
+
+  def __init__(self, rec_path, idx_path=None, num_classes=None):
+    self.reader = insightface.RecordReader(rec_path, idx_path)
+    self.rec_path = self.reader.rec_path
+    self.labels = self.reader.labels()
+    self.num_examples = len(self.labels)
+    if num_classes is None:
+      num_classes = self.reader.num_classes
+    if num_classes is None:
+      num_classes = int(self.labels.max()) + 1 if self.num_examples else 0
+    check_labels(self.labels, num_classes,
+                 [f'{self.rec_path}#{i}' for i in range(self.num_examples)],
+                 self.rec_path)
+    self.class_names = tuple(str(i) for i in range(num_classes))
+    self.landmarks = _missing_landmarks(self.num_examples)
+
+  def __repr__(self):
+    return (f'RecordIO({self.rec_path!r}: {self.num_examples} images of '
+            f'{self.num_classes} identities)')
+
+  def _image_bytes(self, index):
+    return self.reader[int(index)][1]
+
+  def read(self, index):
+    tf = _tf()
+    encoded = tf.numpy_function(self._image_bytes, [index], tf.string,
+                                stateful=False)
+    encoded.set_shape([])
+    return dict(encoded=encoded,
+                label=tf.gather(tf.constant(self.labels), index),
+                key=tf.strings.join([self.rec_path, '#',
+                                     tf.strings.as_string(index)]),
+                landmarks=self._landmarks_of(index))
+
+
+class InMemory(_RandomAccess):
+  """Decoded uint8 images (N, H, W, 3) held in memory, with int labels.
+
+  The arrays become constants of the tf.data graph, so keep them under
+  about 1 GB; export larger sets to an image folder or TFRecords.
+  """
+
+  def __init__(self, images, labels, class_names=None, name='arrays'):
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+      raise ValueError(f'{name}: images must be uint8 (N, H, W, 3), got '
+                       f'{images.dtype} {images.shape}')
+    if labels.shape != images.shape[:1]:
+      raise ValueError(f'{name}: {len(labels)} labels for {len(images)} '
+                       'images')
+    if not np.issubdtype(labels.dtype, np.integer):
+      raise ValueError(f'{name}: labels must be integers, got {labels.dtype}')
+    if class_names is None:
+      class_names = [str(i) for i in range(int(labels.max(initial=-1)) + 1)]
+    self.name = name
+    self.images = images
+    self.labels = labels.astype(np.int32)
+    self.class_names = tuple(class_names)
+    self.num_examples = len(images)
+    check_labels(self.labels, self.num_classes,
+                 [f'{name}[{i}]' for i in range(self.num_examples)], name)
+    self.landmarks = _missing_landmarks(self.num_examples)
+
+  def __repr__(self):
+    return (f'InMemory({self.name!r}: {self.num_examples} images of '
+            f'{self.num_classes} identities)')
+
+  def read(self, index):
+    tf = _tf()
+    return dict(image=tf.gather(tf.constant(self.images), index),
+                label=tf.gather(tf.constant(self.labels), index),
+                key=tf.strings.join([self.name, '[',
+                                     tf.strings.as_string(index), ']']),
+                landmarks=self._landmarks_of(index))
+
+
+def synthetic_source(num_identities, images_per_identity, seed=0,
+                     first_identity=0):
+  """The embedded synthetic identity dataset as an :class:`InMemory`.
+
+  Identities ``first_identity ...`` of :mod:`facejax.data.synthetic` get
+  labels ``0 ...`` here; use ``first_identity=synthetic.EVAL_FIRST_IDENTITY``
+  for held-out identities.
+  """
+  from facejax.data import synthetic  # pylint: disable=g-import-not-at-top
+  images, identities = synthetic.generate(
+      num_identities, images_per_identity, seed=seed,
+      first_identity=first_identity)
+  names = [synthetic.identity_name(first_identity + i)
+           for i in range(num_identities)]
+  return InMemory(images, identities - first_identity, names,
+                  name=f'synthetic(seed={seed}, first={first_identity})')
+
+
+# The features of one converted example (see facejax.data.convert).
+FEATURE_IMAGE = 'image/encoded'
+FEATURE_LABEL = 'image/label'
+FEATURE_KEY = 'image/key'
+FEATURE_LANDMARKS = 'image/landmarks'
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+  path: str
+  num_examples: int
+
+
+class TFRecords:
+  """TFRecord shards written by :mod:`facejax.data.convert`.
+
+  The folder holds ``dataset.json`` (the manifest: the shards and their
+  example counts, the class count and the conversion's provenance) and
+  ``labels.json`` (the class names in label order). Labels are checked
+  against the class count as examples are parsed: a bad one stops the
+  pipeline with an error naming the shard and the example's key.
+  """
+
+  def __init__(self, directory):
+    self.directory = os.fspath(directory)
+    manifest_path = os.path.join(self.directory, MANIFEST)
+    if not os.path.exists(manifest_path):
+      raise FileNotFoundError(
+          f'{manifest_path}: manifest not found; is {self.directory} the '
+          'output of `python -m facejax.data.convert`, and did it finish?')
+    with open(manifest_path, encoding='utf-8') as f:
+      try:
+        manifest = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{manifest_path}: not valid JSON: {e}') from None
+    if not manifest.get('complete'):
+      raise ValueError(
+          f'{manifest_path}: the conversion has not finished; run the same '
+          '`python -m facejax.data.convert` command again to resume it')
+    with open(os.path.join(self.directory, LABEL_MAP),
+              encoding='utf-8') as f:
+      self.class_names = tuple(json.load(f))
+    if len(self.class_names) != manifest['num_classes']:
+      raise ValueError(
+          f'{self.directory}: {LABEL_MAP} names {len(self.class_names)} '
+          f'classes, {MANIFEST} says {manifest["num_classes"]}')
+    self.shards = tuple(
+        Shard(os.path.join(self.directory, s['file']), s['num_examples'])
+        for s in manifest['shards'])
+    for shard in self.shards:
+      if not os.path.exists(shard.path):
+        raise FileNotFoundError(f'{shard.path}: shard listed in '
+                                f'{manifest_path} is missing')
+    self.num_examples = sum(s.num_examples for s in self.shards)
+    self.has_landmarks = bool(manifest.get('has_landmarks', False))
+    self.manifest = manifest
+
+  @property
+  def num_classes(self):
+    return len(self.class_names)
+
+  def __repr__(self):
+    return (f'TFRecords({self.directory!r}: {self.num_examples} images of '
+            f'{self.num_classes} identities in {len(self.shards)} shards)')
+
+  def parse(self, serialized, shard_path):
+    """One serialized example -> the source's dict of tensors."""
+    tf = _tf()
+    features = tf.io.parse_single_example(serialized, {
+        FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string),
+        FEATURE_LABEL: tf.io.FixedLenFeature([], tf.int64),
+        FEATURE_KEY: tf.io.FixedLenFeature([], tf.string, default_value=''),
+        FEATURE_LANDMARKS: tf.io.FixedLenFeature(
+            [2 * NUM_LANDMARKS], tf.float32,
+            default_value=[math.nan] * (2 * NUM_LANDMARKS)),
+    })
+    label = features[FEATURE_LABEL]
+    key = tf.strings.join([shard_path, ':', features[FEATURE_KEY]])
+    in_range = tf.logical_and(label >= 0, label < self.num_classes)
+    with tf.control_dependencies([tf.debugging.Assert(
+        in_range, [key, 'has label', label, 'outside [0,',
+                   self.num_classes, ')'])]):
+      label = tf.identity(label)
+    return dict(encoded=features[FEATURE_IMAGE],
+                label=tf.cast(label, tf.int32), key=key,
+                landmarks=tf.reshape(features[FEATURE_LANDMARKS],
+                                     [NUM_LANDMARKS, 2]))
+
+  def records(self, shard_paths, parallel_reads=None):
+    """The parsed examples of the given shards, in file order."""
+    tf = _tf()
+    files = tf.data.Dataset.from_tensor_slices(list(shard_paths))
+    return files.interleave(
+        lambda path: tf.data.TFRecordDataset(path).map(
+            lambda serialized: self.parse(serialized, path)),
+        cycle_length=parallel_reads or 1,
+        num_parallel_calls=tf.data.AUTOTUNE if parallel_reads else None,
+        deterministic=True)
+
+
+def open_source(spec, landmarks_file=None):
+  """A source from a path: a folder of TFRecords, a ``.rec``, or images."""
+  spec = os.fspath(spec)
+  if spec.endswith('.rec'):
+    return RecordIO(spec)
+  if os.path.exists(os.path.join(spec, MANIFEST)):
+    return TFRecords(spec)
+  return ImageFolder(spec, landmarks_file=landmarks_file)
