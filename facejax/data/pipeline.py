@@ -416,11 +416,7 @@ def _tfrecord_train_examples(source, seed, process, shuffle_buffer):
     files = tf.gather(paths, order)
     if by_file:
       files = files[process.index::process.count]
-    records = tf.data.Dataset.from_tensor_slices(files).interleave(
-        lambda path: tf.data.TFRecordDataset(path).map(
-            lambda serialized: source.parse(serialized, path)),
-        cycle_length=min(num_files, 16), num_parallel_calls=AUTOTUNE,
-        deterministic=True)
+    records = source.records(files, parallel_reads=min(num_files, 16))
     if not by_file:
       records = records.shard(process.count, process.index)
     buffer_seed = tf.cast(_seed_pair(seed, _ORDER_STREAM, epoch)[0],

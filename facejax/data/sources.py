@@ -391,15 +391,21 @@ class TFRecords:
                                      [NUM_LANDMARKS, 2]))
 
   def records(self, shard_paths, parallel_reads=None):
-    """The parsed examples of the given shards, in file order."""
+    """The parsed examples of the given shards (a list or a string tensor).
+
+    With ``parallel_reads``, that many files are read at once and their
+    examples interleaved (deterministically); without, file after file.
+    """
     tf = _tf()
-    files = tf.data.Dataset.from_tensor_slices(list(shard_paths))
-    return files.interleave(
-        lambda path: tf.data.TFRecordDataset(path).map(
-            lambda serialized: self.parse(serialized, path)),
-        cycle_length=parallel_reads or 1,
-        num_parallel_calls=tf.data.AUTOTUNE if parallel_reads else None,
-        deterministic=True)
+    files = tf.data.Dataset.from_tensor_slices(shard_paths)
+    def read_file(path):
+      return tf.data.TFRecordDataset(path).map(
+          lambda serialized: self.parse(serialized, path))
+    if not parallel_reads:
+      return files.flat_map(read_file)
+    return files.interleave(read_file, cycle_length=parallel_reads,
+                            num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=True)
 
 
 def open_source(spec, landmarks_file=None):
