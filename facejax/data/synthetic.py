@@ -1176,7 +1176,25 @@ def raw_pixel_verification_accuracy(images_a, images_b, issame, folds=10):
     u, v = a[k:k + 256] - mean, b[k:k + 256] - mean
     scores[k:k + 256] = np.sum(u * v, 1) / np.maximum(
         np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1), 1e-12)
-  fold = np.arange(len(a)) * folds // len(a)
+  return ten_fold_accuracy(scores, issame, folds)
+
+
+def ten_fold_accuracy(scores, issame, folds=10):
+  """LFW-protocol accuracy of pair scores (higher means more alike).
+
+  The pairs are split into ``folds`` contiguous folds (as LFW's ten folds of
+  600); each fold is classified at the threshold that maximises accuracy on
+  the other folds.
+
+  Returns:
+    (mean, std) of the per-fold accuracies.
+  """
+  scores = np.asarray(scores, np.float64).reshape(-1)
+  issame = np.asarray(issame, bool).reshape(-1)
+  if len(scores) != len(issame) or len(scores) < folds or folds < 2:
+    raise ValueError(f'need N >= folds >= 2 pairs, got {len(scores)} scores, '
+                     f'{len(issame)} labels, {folds} folds')
+  fold = np.arange(len(scores)) * folds // len(scores)
   accuracies = [
       _fold_accuracy(scores[fold != k], issame[fold != k], scores[fold == k],
                      issame[fold == k]) for k in range(folds)]

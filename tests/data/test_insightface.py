@@ -339,6 +339,9 @@ def test_reader_pickles_and_reopens(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs os.fork')
+# The child only reads a file and exits: none of jax's or tensorflow's
+# threads' locks are touched, so their warning about forking does not apply.
+@pytest.mark.filterwarnings('ignore:os.fork')
 def test_reader_after_fork(tmp_path):
   image_bytes = images(len(LABELS))
   rec, _, _ = insightface_dataset(tmp_path, LABELS, image_bytes)

@@ -163,6 +163,36 @@ def test_raw_pixel_accuracy_on_known_pairs():
     synthetic.raw_pixel_verification_accuracy(a[:5], b[:5], issame[:5])
 
 
+def brute_force_ten_fold(scores, issame, folds=10):
+  """Every candidate threshold tried on the nine folds, plainly."""
+  fold = np.arange(len(scores)) * folds // len(scores)
+  accuracies = []
+  for k in range(folds):
+    train, test = fold != k, fold == k
+    # Thresholds halfway between neighbouring distinct training scores, or
+    # below / above them all.
+    distinct = np.unique(scores[train])
+    candidates = np.concatenate([[-np.inf], (distinct[1:] + distinct[:-1])
+                                 / 2, [np.inf]])
+    best = max(candidates, key=lambda t: (
+        np.mean((scores[train] > t) == issame[train]), -t))
+    accuracies.append(np.mean((scores[test] > best) == issame[test]))
+  return np.mean(accuracies)
+
+
+def test_ten_fold_accuracy_against_brute_force():
+  rng = np.random.default_rng(3)
+  for trial in range(5):
+    issame = rng.random(200) < 0.5
+    scores = np.round(rng.normal(issame * (trial / 2.0), 1.0), 1)
+    mean, _ = synthetic.ten_fold_accuracy(scores, issame)
+    # Ties in training accuracy go to the lowest threshold in both.
+    assert mean == pytest.approx(brute_force_ten_fold(scores, issame),
+                                 abs=1e-12)
+  separable = np.arange(100) % 2 == 0
+  assert synthetic.ten_fold_accuracy(separable * 1.0, separable) == (1, 0)
+
+
 def test_export_image_folder_writes_decodable_pngs_and_resumes(tmp_path):
   import tensorflow as tf  # only here: the module must not need it
   root = str(tmp_path / 'faces')
