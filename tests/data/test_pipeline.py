@@ -359,3 +359,11 @@ def test_landmarks_file_aligns_to_the_template(tmp_path):
   with pytest.raises(ValueError, match='needs landmarks'):
     pipeline.eval_dataset(sources.ImageFolder(tmp_path / 'faces'), 2,
                           process=one(), align=True)
+
+
+def test_recordio_with_a_bad_magic_number_names_the_file(tmp_path):
+  from tests.data.recordio_writer import write_rec
+  rec, _, _ = write_rec(tmp_path, [b'x' * 40, b'y' * 40],
+                        raw=b'\x00' * 96)
+  with pytest.raises(ValueError, match=f'{rec}: bad magic number'):
+    sources.RecordIO(rec)
