@@ -1,0 +1,156 @@
+"""Class-parallel softmax and margin softmax for millions of identities.
+
+The class-weight matrix W (D, C) is split by columns over the mesh's
+``'model'`` axis (see :mod:`facejax.sharding`): device m holds classes
+``[m C/M, (m + 1) C/M)``. The batch is split over all devices. Inside a
+``jax.shard_map``:
+
+1. the embeddings and labels of the devices of one model group are gathered
+   over ``'model'`` (n = N / data-axis-size rows, D columns: small);
+2. each device computes only its slice of logits, z_local (n, C/M);
+3. the cross-entropy is exact, assembled with collectives over ``'model'``:
+
+       mu_i   = pmax_m  max_j z_ij           (of a stop-gradient argument)
+       S_i    = psum_m  sum_j exp(z_ij - mu_i)
+       t_i    = psum_m  z_{i y_i} where y_i is local, else 0
+       loss_i = log S_i + mu_i - t_i
+
+   so neither the full logits (N, C) nor W is ever on one device; the
+   gradient of W stays sharded like W, and the gradient of each embedding
+   flows back to its device through the all-gather's transpose;
+4. the mean over the batch is a ``psum`` over the mesh (each model group's
+   M devices hold the same per-example losses; their mean is taken).
+
+For a margin loss the target cosine cos(theta_{y_i}) is found the same way
+(one ``psum``), the margin psi (:func:`facejax.losses.margin.
+margin_target_cosine`) is applied to it on every device, and the owner of
+the target column puts ``s psi`` in place of ``s cos``. The values match
+:func:`facejax.losses.margin.margin_softmax_loss` and
+:func:`facejax.losses.softmax.softmax_cross_entropy` (tests: 1e-5).
+
+Labels: a concrete label outside ``[0, C)`` raises a ValueError; under jit
+the example's loss is NaN (never a silently clamped gather).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from facejax import sharding
+from facejax.losses import labels as labels_lib
+from facejax.losses import margin
+
+
+def _check(embeddings, weights, labels, mesh):
+  if (embeddings.ndim != 2 or weights.ndim != 2
+      or embeddings.shape[1] != weights.shape[0]):
+    raise ValueError(
+        f'need embeddings (N, D) and weights (D, C), got {embeddings.shape} '
+        f'and {weights.shape}')
+  if labels.shape != embeddings.shape[:1]:
+    raise ValueError(f'labels must be (N,) = {embeddings.shape[:1]}, got '
+                     f'{labels.shape}')
+  classes, model_size = weights.shape[1], mesh.shape[sharding.MODEL]
+  if classes % model_size:
+    raise ValueError(f'{classes} classes do not split evenly over the '
+                     f'model axis of size {model_size}')
+  if embeddings.shape[0] % mesh.size:
+    raise ValueError(f'batch of {embeddings.shape[0]} does not split over '
+                     f'{mesh.size} devices')
+  labels_lib.labels_in_range(labels, classes)
+
+
+def _target_cosine_rule(m1, m2, m3):
+  def rule(target_value):
+    return margin.margin_target_cosine(target_value, m1, m2, m3)
+  return rule
+
+
+def _local_loss(embeddings, weights, labels, *, num_examples, num_classes,
+                normalise, scale, target_rule):
+  """Per device: the mean loss of the whole batch, by collectives."""
+  model = sharding.MODEL
+  embeddings = jax.lax.all_gather(embeddings, model, axis=0, tiled=True)
+  labels = jax.lax.all_gather(labels, model, axis=0, tiled=True)
+  per_shard = weights.shape[1]
+  if normalise:
+    values = margin.cosine_matrix(embeddings, weights)
+  else:
+    dtype = jnp.promote_types(jnp.result_type(embeddings, weights),
+                              jnp.float32)
+    values = jnp.matmul(embeddings, weights, preferred_element_type=dtype)
+  local_label = labels - jax.lax.axis_index(model) * per_shard
+  here = (local_label >= 0) & (local_label < per_shard)
+  is_target = here[:, None] & (
+      local_label[:, None] == jnp.arange(per_shard)[None, :])
+  target_value = jax.lax.psum(
+      jnp.sum(jnp.where(is_target, values, 0.0), axis=1), model)
+  target_logit = scale * target_rule(target_value)
+  logits = jnp.where(is_target, target_logit[:, None], scale * values)
+  top = jax.lax.pmax(jax.lax.stop_gradient(jnp.max(logits, axis=1)), model)
+  sum_exp = jax.lax.psum(jnp.sum(jnp.exp(logits - top[:, None]), axis=1),
+                         model)
+  per_example = jnp.log(sum_exp) + top - target_logit
+  valid = (labels >= 0) & (labels < num_classes)
+  per_example = labels_lib.nan_where_invalid(per_example, valid)
+  # Every device of a model group holds the same per-example losses (the
+  # all-gather's result is typed as varying over 'model'): average the
+  # copies, so the value and each copy's share of the gradient are exact.
+  copies = jax.lax.psum(1, model)
+  total = jax.lax.psum(jnp.sum(per_example), (sharding.DATA, model))
+  return total / (num_examples * copies)
+
+
+def _loss(embeddings, weights, labels, mesh, normalise, scale, target_rule):
+  _check(embeddings, weights, labels, mesh)
+  local = functools.partial(
+      _local_loss, num_examples=embeddings.shape[0],
+      num_classes=weights.shape[1], normalise=normalise, scale=scale,
+      target_rule=target_rule)
+  embeddings = jax.reshard(embeddings, sharding.batch_sharding(mesh))
+  labels = jax.reshard(labels, sharding.batch_sharding(mesh))
+  weights = jax.reshard(weights, sharding.class_weight_sharding(mesh))
+  return jax.shard_map(
+      local, mesh=mesh,
+      in_specs=(sharding.BATCH_SPEC, sharding.CLASS_WEIGHT_SPEC,
+                sharding.BATCH_SPEC),
+      out_specs=jax.sharding.PartitionSpec())(embeddings, weights, labels)
+
+
+def margin_softmax_loss(embeddings, weights, labels, mesh, scale=64.0,
+                        m1=1.0, m2=0.5, m3=0.0):
+  """Class-parallel combined-margin softmax (ArcFace eq. 4, insightface's m's).
+
+    L = -1/N sum_i log( e^{s psi(theta_{y_i})}
+                        / (e^{s psi(theta_{y_i})} + sum_{j != y_i} e^{s cos theta_j}) )
+
+  Args:
+    embeddings: (N, D), batch split over all devices (normalised here).
+    weights: (D, C), columns split over the ``'model'`` axis.
+    labels: (N,) integers in [0, C), split like the embeddings.
+    mesh: the ``('data', 'model')`` mesh (:func:`facejax.sharding.make_mesh`).
+    scale, m1, m2, m3: as :func:`facejax.losses.margin.margin_softmax_loss`
+      (defaults: ArcFace, s = 64, m2 = 0.5).
+
+  Returns:
+    The scalar mean loss (float32 or wider), replicated.
+  """
+  return _loss(embeddings, weights, labels, mesh, True, scale,
+               _target_cosine_rule(m1, m2, m3))
+
+
+def arcface_loss(embeddings, weights, labels, mesh, scale=64.0, margin=0.5):
+  """Class-parallel ArcFace: target s cos(theta + m)."""
+  return margin_softmax_loss(embeddings, weights, labels, mesh, scale, m2=margin)
+
+
+def cosface_loss(embeddings, weights, labels, mesh, scale=64.0, margin=0.35):
+  """Class-parallel CosFace: target s (cos theta - m)."""
+  return margin_softmax_loss(embeddings, weights, labels, mesh, scale, m2=0.0,
+                             m3=margin)
+
+
+def softmax_loss(embeddings, weights, labels, mesh):
+  """Class-parallel plain softmax cross-entropy of logits x W (no bias)."""
+  return _loss(embeddings, weights, labels, mesh, False, 1.0, lambda t: t)
