@@ -21,7 +21,8 @@ The class-weight matrix W (D, C) is split by columns over the mesh's
 4. the mean over the batch is a ``psum`` over the mesh (each model group's
    M devices hold the same per-example losses; their mean is taken).
 
-For a margin loss the target cosine cos(theta_{y_i}) is found the same way
+SphereFace scales each row by the feature norm ||x_i|| instead of s. For a
+margin loss the target cosine cos(theta_{y_i}) is found the same way
 (one ``psum``), the margin psi (:func:`facejax.losses.margin.
 margin_target_cosine`) is applied to it on every device, and the owner of
 the target column puts ``s psi`` in place of ``s cos``. The values match
@@ -38,8 +39,10 @@ import jax
 import jax.numpy as jnp
 
 from facejax import sharding
+from facejax.losses import distances
 from facejax.losses import labels as labels_lib
 from facejax.losses import margin
+from facejax.losses import sphereface
 
 
 def _check(embeddings, weights, labels, mesh):
@@ -61,14 +64,15 @@ def _check(embeddings, weights, labels, mesh):
   labels_lib.labels_in_range(labels, classes)
 
 
-def _target_cosine_rule(m1, m2, m3):
-  def rule(target_value):
+def _margin_rule(m1, m2, m3):
+  def rule(target_value, embeddings, options):
+    del embeddings, options
     return margin.margin_target_cosine(target_value, m1, m2, m3)
   return rule
 
 
-def _local_loss(embeddings, weights, labels, *, num_examples, num_classes,
-                normalise, scale, target_rule):
+def _local_loss(embeddings, weights, labels, options, *, num_examples,
+                num_classes, normalise, scale, target_rule):
   """Per device: the mean loss of the whole batch, by collectives."""
   model = sharding.MODEL
   embeddings = jax.lax.all_gather(embeddings, model, axis=0, tiled=True)
@@ -86,8 +90,10 @@ def _local_loss(embeddings, weights, labels, *, num_examples, num_classes,
       local_label[:, None] == jnp.arange(per_shard)[None, :])
   target_value = jax.lax.psum(
       jnp.sum(jnp.where(is_target, values, 0.0), axis=1), model)
-  target_logit = scale * target_rule(target_value)
-  logits = jnp.where(is_target, target_logit[:, None], scale * values)
+  row_scale = scale(embeddings, values.dtype)[:, None]
+  target_logit = row_scale[:, 0] * target_rule(target_value, embeddings,
+                                               options)
+  logits = jnp.where(is_target, target_logit[:, None], row_scale * values)
   top = jax.lax.pmax(jax.lax.stop_gradient(jnp.max(logits, axis=1)), model)
   sum_exp = jax.lax.psum(jnp.sum(jnp.exp(logits - top[:, None]), axis=1),
                          model)
@@ -102,7 +108,14 @@ def _local_loss(embeddings, weights, labels, *, num_examples, num_classes,
   return total / (num_examples * copies)
 
 
-def _loss(embeddings, weights, labels, mesh, normalise, scale, target_rule):
+def _constant_scale(value):
+  def scale(embeddings, dtype):
+    return jnp.full(embeddings.shape[:1], value, dtype)
+  return scale
+
+
+def _loss(embeddings, weights, labels, mesh, normalise, scale, target_rule,
+          options=None):
   _check(embeddings, weights, labels, mesh)
   local = functools.partial(
       _local_loss, num_examples=embeddings.shape[0],
@@ -111,11 +124,13 @@ def _loss(embeddings, weights, labels, mesh, normalise, scale, target_rule):
   embeddings = jax.reshard(embeddings, sharding.batch_sharding(mesh))
   labels = jax.reshard(labels, sharding.batch_sharding(mesh))
   weights = jax.reshard(weights, sharding.class_weight_sharding(mesh))
+  options = {} if options is None else options
   return jax.shard_map(
       local, mesh=mesh,
       in_specs=(sharding.BATCH_SPEC, sharding.CLASS_WEIGHT_SPEC,
-                sharding.BATCH_SPEC),
-      out_specs=jax.sharding.PartitionSpec())(embeddings, weights, labels)
+                sharding.BATCH_SPEC, jax.sharding.PartitionSpec()),
+      out_specs=jax.sharding.PartitionSpec())(embeddings, weights, labels,
+                                              options)
 
 
 def margin_softmax_loss(embeddings, weights, labels, mesh, scale=64.0,
@@ -136,8 +151,8 @@ def margin_softmax_loss(embeddings, weights, labels, mesh, scale=64.0,
   Returns:
     The scalar mean loss (float32 or wider), replicated.
   """
-  return _loss(embeddings, weights, labels, mesh, True, scale,
-               _target_cosine_rule(m1, m2, m3))
+  return _loss(embeddings, weights, labels, mesh, True,
+               _constant_scale(scale), _margin_rule(m1, m2, m3))
 
 
 def arcface_loss(embeddings, weights, labels, mesh, scale=64.0, margin=0.5):
@@ -153,4 +168,29 @@ def cosface_loss(embeddings, weights, labels, mesh, scale=64.0, margin=0.35):
 
 def softmax_loss(embeddings, weights, labels, mesh):
   """Class-parallel plain softmax cross-entropy of logits x W (no bias)."""
-  return _loss(embeddings, weights, labels, mesh, False, 1.0, lambda t: t)
+  return _loss(embeddings, weights, labels, mesh, False, _constant_scale(1.0),
+               lambda target, embeddings, options: target)
+
+
+def sphereface_loss(embeddings, weights, labels, mesh, m=4, lam=5.0):
+  """Class-parallel A-Softmax with the annealing blend.
+
+    f_{y_i} = ||x_i|| (lam cos(theta_{y_i}) + psi(theta_{y_i})) / (1 + lam)
+    f_j     = ||x_i|| cos(theta_j),   j != y_i
+
+  as :func:`facejax.losses.sphereface.sphereface_loss`; ``lam`` may be a
+  traced value (annealed with the step).
+  """
+  if int(m) != m or m < 1:
+    raise ValueError(f'sphereface_loss needs an integer margin m >= 1, got {m}')
+
+  def feature_norm(embeddings, dtype):
+    return distances.safe_norm(embeddings.astype(dtype))
+
+  def blend(target, embeddings, options):
+    del embeddings
+    lam = options['lam']
+    return (lam * target + sphereface.sphereface_psi(target, int(m))) / (
+        1.0 + lam)
+  return _loss(embeddings, weights, labels, mesh, True, feature_norm, blend,
+               dict(lam=jnp.asarray(lam, jnp.float32)))

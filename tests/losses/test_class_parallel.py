@@ -10,6 +10,7 @@ from facejax import sharding
 from facejax.losses import class_parallel
 from facejax.losses import margin
 from facejax.losses import softmax
+from facejax.losses import sphereface
 
 MESHES = [(8, 1), (1, 8), (2, 4), (4, 2)]
 LOSSES = {
@@ -25,6 +26,8 @@ LOSSES = {
                                          scale=16.0, m1=1.5, m2=0.0),
                        functools.partial(margin.margin_softmax_loss,
                                          scale=16.0, m1=1.5, m2=0.0)),
+    'sphereface': (functools.partial(class_parallel.sphereface_loss, lam=2.0),
+                   functools.partial(sphereface.sphereface_loss, lam=2.0)),
     'softmax': (class_parallel.softmax_loss,
                 lambda e, w, l: softmax.softmax_cross_entropy(e @ w, l)),
 }
