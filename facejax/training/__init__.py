@@ -1,0 +1,1 @@
+"""The training engine: state, step, checkpoints, loop."""

@@ -1,0 +1,271 @@
+"""The training loop: config -> data, model, objective, state -> steps.
+
+Read top to bottom, as big_vision's train.py:
+
+1. check the config (every error names its key, before any compilation);
+2. the mesh, the data source, the model and the objective;
+3. the abstract state, its shardings, and the state: restored from the
+   workdir's latest checkpoint when there is one (onto this mesh, whatever
+   mesh wrote it), else freshly initialised in place;
+4. the input pipeline from the restored step (same seed, same order: a
+   resumed run sees exactly the batches an uninterrupted one would);
+5. steps, with a progress line and metrics every ``log_every`` steps, a
+   verification accuracy on held-out pairs every ``eval_every`` steps, and a
+   checkpoint every ``checkpoint_every`` steps and at the end.
+
+A non-finite loss stops the run with :class:`NonFiniteLossError` before
+anything is saved: losses are checked before every checkpoint.
+"""
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from facejax import models
+from facejax import sharding
+from facejax.data import augment
+from facejax.data import device
+from facejax.data import pipeline
+from facejax.data import sources
+from facejax.data import synthetic
+from facejax.training import checkpoint
+from facejax.training import objectives
+from facejax.training import observe
+from facejax.training import optim
+from facejax.training import state as state_lib
+from facejax.training import step as step_lib
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss became NaN or infinite; no checkpoint was written after it."""
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work, named by its key."""
+
+
+@dataclasses.dataclass
+class Run:
+  """What :func:`train` built and ended with (for tests and eval jobs)."""
+  state: object
+  mesh: object
+  model: object
+  objective: object
+  source: object
+  history: list
+  workdir: str
+
+
+def training_source(data_config):
+  """The training source of ``config.data``: synthetic, or a path."""
+  if data_config.source == 'synthetic':
+    s = data_config.synthetic
+    return sources.synthetic_source(s.num_identities, s.images_per_identity,
+                                    seed=s.seed)
+  return sources.open_source(data_config.source,
+                             landmarks_file=data_config.get('landmarks_file')
+                             or None)
+
+
+def check_config(config, num_devices, num_classes):
+  """Raises :class:`ConfigError` naming the key of the first bad value."""
+  if config.total_steps < 1:
+    raise ConfigError(f'total_steps must be >= 1, got {config.total_steps}')
+  if config.batch_size % num_devices:
+    raise ConfigError(f'batch_size={config.batch_size} does not split over '
+                      f'the {num_devices} devices')
+  micro = config.get('micro_batches', 1)
+  if config.batch_size % micro or (config.batch_size // micro) % num_devices:
+    raise ConfigError(f'micro_batches={micro}: batch_size '
+                      f'{config.batch_size} / {micro} must split over the '
+                      f'{num_devices} devices')
+  if config.model.name not in models.names():
+    raise ConfigError(f'model.name: unknown {config.model.name!r}; choose '
+                      f'one of {", ".join(models.names())}')
+  if config.loss.name not in objectives.NAMES:
+    raise ConfigError(f'loss.name: unknown {config.loss.name!r}; choose one '
+                      f'of {", ".join(objectives.NAMES)}')
+  wanted = config.get('num_classes', 0)
+  if wanted and wanted != num_classes:
+    raise ConfigError(f'num_classes={wanted} but the data has {num_classes} '
+                      'classes')
+  balanced = config.data.get('identities_per_batch', 0)
+  if config.loss.name in objectives.METRIC_LEARNING:
+    k = config.data.get('images_per_identity', 0)
+    if not balanced or balanced * k != config.batch_size:
+      raise ConfigError(
+          f'loss.name={config.loss.name!r} needs P x K batches: set '
+          'data.identities_per_batch (P) and data.images_per_identity (K) '
+          f'with P * K = batch_size ({config.batch_size})')
+  model_axis = config.get('mesh', {}).get('model', 1)
+  if num_devices % model_axis:
+    raise ConfigError(f'mesh.model={model_axis} does not divide the '
+                      f'{num_devices} devices')
+  if config.loss.name in objectives.CLASSIFICATION and num_classes % model_axis:
+    raise ConfigError(f'{num_classes} classes do not split over '
+                      f'mesh.model={model_axis}')
+
+
+def _build_model(config):
+  kwargs = dict(config.model.get('kwargs', {}))
+  kwargs['dtype'] = jnp.dtype(config.get('compute_dtype', 'float32'))
+  return models.get(config.model.name, **kwargs)
+
+
+def embedding_dim(model, image_shape):
+  """The model's embedding size, from shapes alone (no compute)."""
+  def embed_one(key):
+    images = jnp.zeros((1,) + tuple(image_shape))
+    return model.apply(model.init(key, images), images)
+  return jax.eval_shape(embed_one, jax.random.key(0)).shape[-1]
+
+
+def _verification_set(config):
+  """Held-out synthetic pairs: (InMemory source of 2N images, issame)."""
+  pairs = config.eval.pairs
+  images_a, images_b, issame = synthetic.verification_pairs(
+      pairs, seed=config.eval.get('seed', 0))
+  source = sources.InMemory(np.concatenate([images_a, images_b]),
+                            np.zeros(2 * pairs, np.int32),
+                            name='held-out pairs')
+  return source, issame
+
+
+def embed_source(embed, state, source, mesh, batch_size, image_size):
+  """L2-normalised, flip-summed embeddings of every image of ``source``."""
+  features = None
+  batches = pipeline.eval_dataset(source, batch_size, image_size=image_size,
+                                  flip=True)
+  batch_sharding = sharding.batch_sharding(mesh)
+  for batch in batches.as_numpy_iterator():
+    images = device.to_global(
+        dict(a=batch['image'], b=batch['image_flipped']), batch_sharding)
+    summed = (embed(state.params['backbone'], state.batch_stats, images['a'])
+              + embed(state.params['backbone'], state.batch_stats,
+                      images['b']))
+    summed = np.asarray(jax.device_get(summed))
+    index = batch['index'][batch['mask']]
+    if features is None:
+      features = np.zeros((source.num_examples, summed.shape[1]), np.float32)
+    features[index] = summed[batch['mask']]
+  return features / np.maximum(
+      np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+def verification_accuracy(embed, state, verification, mesh, batch_size,
+                          image_size):
+  """LFW-protocol 10-fold accuracy of the current model on the pairs."""
+  source, issame = verification
+  features = embed_source(embed, state, source, mesh, batch_size, image_size)
+  half = len(issame)
+  scores = np.sum(features[:half] * features[half:], axis=1)
+  return synthetic.ten_fold_accuracy(scores, issame)[0]
+
+
+def _check_finite(pending, step):
+  losses = np.asarray(jax.device_get([m['loss'] for m in pending]))
+  if not np.isfinite(losses).all():
+    first = int(np.flatnonzero(~np.isfinite(losses))[0])
+    raise NonFiniteLossError(
+        f'the loss became {losses[first]} at step '
+        f'{step - len(pending) + first + 1}; stopped without saving a '
+        'checkpoint after it (lower the learning rate, or check the data)')
+
+
+def train(config, workdir, mesh=None, log=True):
+  """Trains ``config`` in ``workdir`` (resuming from it); returns a Run."""
+  devices = jax.devices()
+  source = training_source(config.data)
+  num_classes = source.num_classes
+  check_config(config, len(devices), num_classes)
+  mesh = mesh or sharding.make_mesh(model=config.get('mesh', {}).get(
+      'model', 1))
+  model = _build_model(config)
+  image_shape = (config.data.image_size, config.data.image_size, 3)
+  key = jax.random.key(config.seed)
+  objective = objectives.Objective(config.loss, num_classes,
+                                   embedding_dim(model, image_shape))
+  optimizer, learning_rate = optim.build(config.optimizer, config.total_steps)
+  first = jax.process_index() == 0 and log
+
+  with jax.set_mesh(mesh):
+    abstract = state_lib.abstract_state(key, model, objective, optimizer,
+                                        image_shape, mesh)
+    checkpoints = checkpoint.Checkpointer(
+        os.path.join(workdir, 'checkpoints'),
+        keep_last=config.get('keep_last', 2),
+        keep_best=1 if config.eval.get('every') else 0,
+        best_metric='verification_accuracy')
+    if checkpoints.latest_step() is not None:
+      state = checkpoints.restore(abstract)
+      shardings = jax.tree.map(lambda leaf: leaf.sharding, abstract)
+    else:
+      state, shardings = state_lib.create(key, model, objective, optimizer,
+                                          image_shape, mesh)
+    start = int(jax.device_get(state.step))
+    train_step = step_lib.make_train_step(
+        model, objective, optimizer, mesh, shardings,
+        compute_dtype=jnp.dtype(config.get('compute_dtype', 'float32')),
+        micro_batches=config.get('micro_batches', 1))
+    embed = step_lib.make_embed(model, mesh, jnp.dtype(
+        config.get('compute_dtype', 'float32')))
+    verification = (_verification_set(config) if config.eval.get('every')
+                    else None)
+    skipped = pipeline.SkippedImages()
+    balanced = config.data.get('identities_per_batch', 0) or None
+    dataset = pipeline.train_dataset(
+        source, config.batch_size, seed=config.seed,
+        image_size=config.data.image_size,
+        augmentation=augment.Augmentation(**config.data.augmentation),
+        identities_per_batch=balanced,
+        images_per_identity=(config.data.images_per_identity
+                             if balanced else None),
+        start_step=start, skipped=skipped, num_classes=num_classes)
+    batches = device.device_batches(
+        dataset.take(max(config.total_steps - start, 0)).as_numpy_iterator(),
+        sharding.batch_sharding(mesh))
+    progress = observe.Progress(config.total_steps, start,
+                                config.batch_size, enabled=first)
+    writer = observe.MetricWriter(workdir, enabled=first)
+    history, pending = [], []
+    step = start
+    try:
+      for batch in batches:
+        state, metrics = train_step(state, batch)
+        step += 1
+        pending.append(metrics)
+        last = step == config.total_steps
+        if step % config.log_every == 0 or last:
+          _check_finite(pending, step)
+          values = {k: float(v) for k, v in jax.device_get(
+              pending[-1]).items()}
+          values['learning_rate'] = float(learning_rate(step - 1))
+          values['images_per_second'] = progress.update(
+              step, dict(loss=values['loss'],
+                         lr=values['learning_rate']))
+          values['skipped_images'] = skipped.count
+          pending = []
+          if config.eval.get('every') and (
+              step % config.eval.every == 0 or last):
+            values['verification_accuracy'] = verification_accuracy(
+                embed, state, verification, mesh, config.eval.batch_size,
+                config.data.image_size)
+          writer.write(step, values)
+          history.append(dict(values, step=step))
+        if step % config.checkpoint_every == 0 or last:
+          if pending:
+            _check_finite(pending, step)
+          saved = {k: v for k, v in (history[-1] if history else {}).items()
+                   if k == 'verification_accuracy'}
+          checkpoints.save(step, state, metrics=saved or None, force=last)
+    finally:
+      checkpoints.wait()
+      checkpoints.close()
+      writer.close()
+    if skipped.count and first:
+      print(f'input: {skipped}', flush=True)
+  return Run(state=state, mesh=mesh, model=model, objective=objective,
+             source=source, history=history, workdir=workdir)

@@ -1,0 +1,166 @@
+"""The training objective, chosen by ``config.loss.name``.
+
+Classification losses learn a class-weight matrix W (D, C), split over the
+mesh's ``'model'`` axis and computed class-parallel
+(:mod:`facejax.losses.class_parallel`):
+
+  ``softmax``     plain softmax of x W
+  ``arcface``     s cos(theta + m)                    (scale, margin)
+  ``cosface``     s (cos theta - m)                   (scale, margin)
+  ``combined``    s (cos(m1 theta + m2) - m3)         (scale, m1, m2, m3)
+  ``sphereface``  ||x|| psi(theta), lambda annealed   (sphereface_m,
+                  lambda_base, lambda_gamma, lambda_power, lambda_min)
+  ``center``      softmax + center_weight * center loss, the centres
+                  (C, D) carried in the train state and moved by
+                  center_alpha (Wen et al. 2016)
+
+Metric-learning losses need identity-balanced P x K batches (the data
+config's ``identities_per_batch``, ``images_per_identity``) and use the
+whole global batch:
+
+  ``triplet_batch_hard``  hardest positive and negative, hinge (margin)
+  ``triplet_soft``        the same with the soft margin log(1 + e^x)
+  ``triplet_batch_all``   every valid triplet, mean over the non-zero ones
+  ``lifted``              generalised lifted structure (margin)
+  ``contrastive``         DeepID2's verification loss over every pair of
+                          the batch (margin)
+
+Metric-learning losses see L2-normalised embeddings (FaceNet's ||f|| = 1;
+``loss.normalise=False`` turns that off). Every loss takes float32 embeddings (the backbone may compute in bfloat16).
+LMLE's triple-header hinge needs cluster labels and is trained by the
+attribute job, not here.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from facejax import sharding
+from facejax.losses import center
+from facejax.losses import class_parallel
+from facejax.losses import contrastive
+from facejax.losses import distances
+from facejax.losses import sphereface
+from facejax.losses import triplet
+
+CLASSIFICATION = ('softmax', 'arcface', 'cosface', 'combined', 'sphereface',
+                  'center')
+METRIC_LEARNING = ('triplet_batch_hard', 'triplet_soft', 'triplet_batch_all',
+                   'lifted', 'contrastive')
+NAMES = CLASSIFICATION + METRIC_LEARNING
+CLASS_WEIGHT_INIT_STD = 0.01  # insightface's normal(0, 0.01)
+
+
+class Objective:
+  """The loss of one config, its parameters and its state.
+
+  Attributes:
+    name: the loss name (one of ``NAMES``).
+    num_classes, embedding_dim: the head's shape.
+    needs_identity_balanced_batches: True for the metric-learning losses.
+  """
+
+  def __init__(self, loss_config, num_classes, embedding_dim):
+    self.config = loss_config
+    self.name = loss_config.name
+    if self.name not in NAMES:
+      raise ValueError(f'loss.name: unknown {self.name!r}; choose one of '
+                       f'{", ".join(NAMES)}')
+    self.num_classes = num_classes
+    self.embedding_dim = embedding_dim
+    self.needs_identity_balanced_batches = self.name in METRIC_LEARNING
+
+  @property
+  def has_class_weights(self):
+    return self.name in CLASSIFICATION
+
+  def init_head(self, key):
+    """Learned head parameters: {'class_weights': (D, C)} or {}."""
+    if not self.has_class_weights:
+      return {}
+    return dict(class_weights=CLASS_WEIGHT_INIT_STD * jax.random.normal(
+        key, (self.embedding_dim, self.num_classes), jnp.float32))
+
+  def init_extra(self):
+    """Non-learned state: {'centers': (C, D)} for center loss, else {}."""
+    if self.name != 'center':
+      return {}
+    return dict(centers=jnp.zeros((self.num_classes, self.embedding_dim),
+                                  jnp.float32))
+
+  def head_shardings(self, mesh):
+    if not self.has_class_weights:
+      return {}
+    return dict(class_weights=sharding.class_weight_sharding(mesh))
+
+  def extra_shardings(self, mesh):
+    if self.name != 'center':
+      return {}
+    return dict(centers=NamedSharding(mesh, P()))
+
+  def __call__(self, embeddings, labels, head, extra, step, mesh):
+    """(loss, new extra state, metrics) for one global batch.
+
+    Args:
+      embeddings: (N, D) float32, batch-sharded.
+      labels: (N,) int32 identities.
+      head: the head parameters (:meth:`init_head`).
+      extra: the extra state (:meth:`init_extra`).
+      step: the optimizer step (for annealed schedules).
+      mesh: the device mesh.
+    """
+    c = self.config
+    name = self.name
+    metrics = {}
+    if name in ('softmax', 'center'):
+      loss = class_parallel.softmax_loss(embeddings, head['class_weights'],
+                                         labels, mesh)
+    elif name == 'arcface':
+      loss = class_parallel.arcface_loss(
+          embeddings, head['class_weights'], labels, mesh, c.scale, c.margin)
+    elif name == 'cosface':
+      loss = class_parallel.cosface_loss(
+          embeddings, head['class_weights'], labels, mesh, c.scale, c.margin)
+    elif name == 'combined':
+      loss = class_parallel.margin_softmax_loss(
+          embeddings, head['class_weights'], labels, mesh, c.scale, c.m1,
+          c.m2, c.m3)
+    elif name == 'sphereface':
+      lam = sphereface.sphereface_lambda(
+          step, c.lambda_base, c.lambda_gamma, c.lambda_power, c.lambda_min)
+      metrics['sphereface_lambda'] = lam
+      loss = class_parallel.sphereface_loss(
+          embeddings, head['class_weights'], labels, mesh, c.sphereface_m,
+          lam)
+    else:
+      loss = None
+    if name == 'center' or name in METRIC_LEARNING:
+      # Small (N, D) and (N, N) problems: on the whole, replicated batch.
+      everywhere = NamedSharding(mesh, P())
+      embeddings = jax.reshard(embeddings, everywhere)
+      labels = jax.reshard(labels, everywhere)
+    if name in METRIC_LEARNING and c.get('normalise', True):
+      embeddings = distances.l2_normalize(embeddings)  # FaceNet's ||f|| = 1
+    if name == 'center':
+      metrics['softmax_loss'] = loss
+      center_value, centers = center.center_loss(
+          embeddings, labels, extra['centers'], c.center_alpha)
+      metrics['center_loss'] = center_value
+      loss = loss + c.center_weight * center_value
+      extra = dict(extra, centers=centers)
+    elif name == 'triplet_batch_hard':
+      loss = triplet.batch_hard_triplet_loss(embeddings, labels, c.margin)
+    elif name == 'triplet_soft':
+      loss = triplet.batch_hard_triplet_loss(embeddings, labels, c.margin,
+                                             soft=True)
+    elif name == 'triplet_batch_all':
+      loss = triplet.batch_all_triplet_loss(embeddings, labels, c.margin)
+    elif name == 'lifted':
+      loss = triplet.lifted_structure_loss(embeddings, labels, c.margin)
+    elif name == 'contrastive':
+      first, second = jnp.triu_indices(embeddings.shape[0], k=1)
+      loss = contrastive.contrastive_loss(
+          embeddings[first], embeddings[second],
+          labels[first] == labels[second], c.margin)
+    return loss, extra, metrics
