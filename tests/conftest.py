@@ -1,5 +1,6 @@
 """Test set-up: 8 simulated CPU devices, before anything imports jax."""
 import os
+import tempfile
 
 # Test time is mostly XLA compile time on 2 cores: backend optimisation level
 # 0 compiles about three times faster and changes no result the tests check.
@@ -12,6 +13,12 @@ os.environ['XLA_FLAGS'] = ' '.join(
      if flag.split('=')[0] not in TEST_XLA_FLAGS]
     + [f'{name}={value}' for name, value in TEST_XLA_FLAGS.items()])
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# The engine's tests compile the same train step several times (a run, then
+# its resumption): a persistent compilation cache for the session reuses it.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
+    tempfile.gettempdir(), f'facejax-test-jax-cache-{os.getuid()}'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 import hypothesis  # noqa: E402
 

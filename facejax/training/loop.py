@@ -21,6 +21,7 @@ import dataclasses
 import os
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -146,11 +147,15 @@ def embed_source(embed, state, source, mesh, batch_size, image_size):
     summed = (embed(state.params['backbone'], state.batch_stats, images['a'])
               + embed(state.params['backbone'], state.batch_stats,
                       images['b']))
+    index, mask = batch['index'], batch['mask']
+    if jax.process_count() > 1:  # every process gets the whole batch
+      summed = multihost_utils.process_allgather(summed, tiled=True)
+      index = multihost_utils.process_allgather(index, tiled=True)
+      mask = multihost_utils.process_allgather(mask, tiled=True)
     summed = np.asarray(jax.device_get(summed))
-    index = batch['index'][batch['mask']]
     if features is None:
       features = np.zeros((source.num_examples, summed.shape[1]), np.float32)
-    features[index] = summed[batch['mask']]
+    features[index[mask]] = summed[mask]
   return features / np.maximum(
       np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
@@ -175,8 +180,17 @@ def _check_finite(pending, step):
         'checkpoint after it (lower the learning rate, or check the data)')
 
 
-def train(config, workdir, mesh=None, log=True):
-  """Trains ``config`` in ``workdir`` (resuming from it); returns a Run."""
+def train(config, workdir, mesh=None, log=True, stop_at=None):
+  """Trains ``config`` in ``workdir`` (resuming from it); returns a Run.
+
+  Args:
+    config: the training config (see ``train/configs/default.py``).
+    workdir: checkpoints, ``metrics.jsonl`` and TensorBoard events.
+    mesh: default :func:`facejax.sharding.make_mesh` with ``config.mesh``.
+    log: print progress (process 0 only in any case).
+    stop_at: stop after this step, with a checkpoint, as if interrupted
+      (the schedule still runs to ``config.total_steps``).
+  """
   devices = jax.devices()
   source = training_source(config.data)
   num_classes = source.num_classes
@@ -189,7 +203,7 @@ def train(config, workdir, mesh=None, log=True):
   objective = objectives.Objective(config.loss, num_classes,
                                    embedding_dim(model, image_shape))
   optimizer, learning_rate = optim.build(config.optimizer, config.total_steps)
-  first = jax.process_index() == 0 and log
+  first = jax.process_index() == 0  # the only process that writes
 
   with jax.set_mesh(mesh):
     abstract = state_lib.abstract_state(key, model, objective, optimizer,
@@ -224,11 +238,12 @@ def train(config, workdir, mesh=None, log=True):
         images_per_identity=(config.data.images_per_identity
                              if balanced else None),
         start_step=start, skipped=skipped, num_classes=num_classes)
+    end = min(config.total_steps, stop_at or config.total_steps)
     batches = device.device_batches(
-        dataset.take(max(config.total_steps - start, 0)).as_numpy_iterator(),
+        dataset.take(max(end - start, 0)).as_numpy_iterator(),
         sharding.batch_sharding(mesh))
     progress = observe.Progress(config.total_steps, start,
-                                config.batch_size, enabled=first)
+                                config.batch_size, enabled=first and log)
     writer = observe.MetricWriter(workdir, enabled=first)
     history, pending = [], []
     step = start
@@ -237,7 +252,7 @@ def train(config, workdir, mesh=None, log=True):
         state, metrics = train_step(state, batch)
         step += 1
         pending.append(metrics)
-        last = step == config.total_steps
+        last = step == end
         if step % config.log_every == 0 or last:
           _check_finite(pending, step)
           values = {k: float(v) for k, v in jax.device_get(
@@ -265,7 +280,7 @@ def train(config, workdir, mesh=None, log=True):
       checkpoints.wait()
       checkpoints.close()
       writer.close()
-    if skipped.count and first:
+    if skipped.count and first and log:
       print(f'input: {skipped}', flush=True)
   return Run(state=state, mesh=mesh, model=model, objective=objective,
              source=source, history=history, workdir=workdir)

@@ -103,7 +103,7 @@ def make_train_step(model, objective, optimizer, mesh, state_shardings,
     new_state = state.replace(step=state.step + 1, params=params,
                               batch_stats=batch_stats, opt_state=opt_state,
                               extra=extra, rng=rng)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return new_state, metrics
 
   batch_sharding = sharding.batch_sharding(mesh)

@@ -1,0 +1,94 @@
+"""The training loop: resume, non-finite losses, config errors, meshes."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from facejax import sharding
+from facejax.training import loop
+from tests.training.tiny import leaves, saved_steps, tiny_config
+
+
+def losses(run):
+  return [(h['step'], h['loss']) for h in run.history]
+
+
+def test_resume_is_exact(tmp_path):
+  whole = loop.train(tiny_config(total_steps=6), str(tmp_path / 'whole'),
+                     log=False)
+  first = loop.train(tiny_config(total_steps=6), str(tmp_path / 'parts'),
+                     log=False, stop_at=3)  # as if killed after step 3
+  assert saved_steps(tmp_path / 'parts') == [2, 3]
+  rest = loop.train(tiny_config(total_steps=6), str(tmp_path / 'parts'),
+                    log=False)
+  assert losses(first) + losses(rest) == losses(whole)  # bitwise, on CPU
+  for a, b in zip(leaves(rest.state), leaves(whole.state)):
+    np.testing.assert_array_equal(a, b)
+  log = [json.loads(line) for line in
+         open(tmp_path / 'parts' / 'metrics.jsonl', encoding='utf-8')]
+  assert [r['step'] for r in log] == [1, 2, 3, 4, 5, 6]
+  assert os.listdir(tmp_path / 'parts' / 'tensorboard')
+
+
+def test_non_finite_loss_stops_before_any_checkpoint_after_it(tmp_path):
+  config = tiny_config(total_steps=6, checkpoint_every=1, log_every=3)
+  config.optimizer.learning_rate = 1e30
+  config.optimizer.warmup_steps = 0
+  config.optimizer.schedule = 'constant'
+  with pytest.raises(loop.NonFiniteLossError, match='the loss became'):
+    loop.train(config, str(tmp_path), log=False)
+  steps = saved_steps(tmp_path)
+  log = [json.loads(line) for line in
+         open(tmp_path / 'metrics.jsonl', encoding='utf-8')] if os.path.exists(
+             tmp_path / 'metrics.jsonl') else []
+  assert all(np.isfinite(r['loss']) for r in log)
+  # Every saved step came before the first non-finite loss.
+  assert not steps or max(steps) < 3
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('loss.name', 'arcfase', 'loss.name: unknown'),
+    ('model.name', 'resnet9000', 'model.name: unknown'),
+    ('batch_size', 12, 'does not split over the 8 devices'),
+    ('num_classes', 99, 'num_classes=99 but the data has 16'),
+    ('micro_batches', 4, 'micro_batches=4'),
+    ('mesh', dict(model=3), 'mesh.model=3'),
+])
+def test_config_errors_name_the_key(tmp_path, key, value, message):
+  with pytest.raises(loop.ConfigError, match=message):
+    loop.train(tiny_config(**{key: value}), str(tmp_path), log=False)
+  assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+def test_metric_losses_need_identity_balanced_batches(tmp_path):
+  config = tiny_config()
+  config.loss.name = 'triplet_batch_hard'
+  with pytest.raises(loop.ConfigError, match='needs P x K batches'):
+    loop.train(config, str(tmp_path), log=False)
+
+
+def test_resume_on_another_mesh(tmp_path):
+  first = loop.train(tiny_config(total_steps=4), str(tmp_path), log=False,
+                     stop_at=2)
+  config = tiny_config(total_steps=4, mesh=dict(model=8))
+  resumed = loop.train(config, str(tmp_path), log=False)
+  weights = resumed.state.params['head']['class_weights']
+  assert weights.sharding.spec == sharding.CLASS_WEIGHT_SPEC
+  assert resumed.mesh.shape['model'] == 8
+  assert [h['step'] for h in resumed.history] == [3, 4]
+  whole = loop.train(tiny_config(total_steps=4), str(tmp_path / 'whole'),
+                     log=False)
+  assert first.history[0]['loss'] == whole.history[0]['loss']
+  for a, b in zip(leaves(resumed.state.params), leaves(whole.state.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_in_training_verification_is_recorded_and_kept_best(tmp_path):
+  config = tiny_config(total_steps=4, checkpoint_every=2)
+  config.eval.every = 2
+  run = loop.train(config, str(tmp_path), log=False)
+  accuracies = [h['verification_accuracy'] for h in run.history
+                if 'verification_accuracy' in h]
+  assert len(accuracies) == 2 and all(0 <= a <= 1 for a in accuracies)
+  assert saved_steps(tmp_path) == [2, 4]
