@@ -45,7 +45,7 @@ from facejax.losses import margin
 from facejax.losses import sphereface
 
 
-def _check(embeddings, weights, labels, mesh):
+def _check(embeddings, weights, labels, mesh, num_classes):
   if (embeddings.ndim != 2 or weights.ndim != 2
       or embeddings.shape[1] != weights.shape[0]):
     raise ValueError(
@@ -61,7 +61,10 @@ def _check(embeddings, weights, labels, mesh):
   if embeddings.shape[0] % mesh.size:
     raise ValueError(f'batch of {embeddings.shape[0]} does not split over '
                      f'{mesh.size} devices')
-  labels_lib.labels_in_range(labels, classes)
+  if not 0 < num_classes <= classes:
+    raise ValueError(f'num_classes={num_classes} must be in [1, {classes}] '
+                     '(the columns of W)')
+  labels_lib.labels_in_range(labels, num_classes)
 
 
 def _margin_rule(m1, m2, m3):
@@ -72,7 +75,7 @@ def _margin_rule(m1, m2, m3):
 
 
 def _local_loss(embeddings, weights, labels, options, *, num_examples,
-                num_classes, normalise, scale, target_rule):
+                num_classes, total_columns, normalise, scale, target_rule):
   """Per device: the mean loss of the whole batch, by collectives."""
   model = sharding.MODEL
   embeddings = jax.lax.all_gather(embeddings, model, axis=0, tiled=True)
@@ -94,6 +97,9 @@ def _local_loss(embeddings, weights, labels, options, *, num_examples,
   target_logit = row_scale[:, 0] * target_rule(target_value, embeddings,
                                                options)
   logits = jnp.where(is_target, target_logit[:, None], row_scale * values)
+  if num_classes < total_columns:  # padding columns: out of the softmax
+    column = jax.lax.axis_index(model) * per_shard + jnp.arange(per_shard)
+    logits = jnp.where(column[None, :] < num_classes, logits, -jnp.inf)
   top = jax.lax.pmax(jax.lax.stop_gradient(jnp.max(logits, axis=1)), model)
   sum_exp = jax.lax.psum(jnp.sum(jnp.exp(logits - top[:, None]), axis=1),
                          model)
@@ -115,11 +121,13 @@ def _constant_scale(value):
 
 
 def _loss(embeddings, weights, labels, mesh, normalise, scale, target_rule,
-          options=None):
-  _check(embeddings, weights, labels, mesh)
+          options=None, num_classes=None):
+  num_classes = weights.shape[1] if num_classes is None else num_classes
+  _check(embeddings, weights, labels, mesh, num_classes)
   local = functools.partial(
       _local_loss, num_examples=embeddings.shape[0],
-      num_classes=weights.shape[1], normalise=normalise, scale=scale,
+      num_classes=num_classes, total_columns=weights.shape[1],
+      normalise=normalise, scale=scale,
       target_rule=target_rule)
   embeddings = jax.reshard(embeddings, sharding.batch_sharding(mesh))
   labels = jax.reshard(labels, sharding.batch_sharding(mesh))
@@ -134,7 +142,7 @@ def _loss(embeddings, weights, labels, mesh, normalise, scale, target_rule,
 
 
 def margin_softmax_loss(embeddings, weights, labels, mesh, scale=64.0,
-                        m1=1.0, m2=0.5, m3=0.0):
+                        m1=1.0, m2=0.5, m3=0.0, num_classes=None):
   """Class-parallel combined-margin softmax (ArcFace eq. 4, insightface's m's).
 
     L = -1/N sum_i log( e^{s psi(theta_{y_i})}
@@ -147,32 +155,41 @@ def margin_softmax_loss(embeddings, weights, labels, mesh, scale=64.0,
     mesh: the ``('data', 'model')`` mesh (:func:`facejax.sharding.make_mesh`).
     scale, m1, m2, m3: as :func:`facejax.losses.margin.margin_softmax_loss`
       (defaults: ArcFace, s = 64, m2 = 0.5).
+    num_classes: the real class count C when W has padding columns (C is
+      rounded up to a multiple of the model axis; the padding columns are
+      left out of the softmax). Default: every column.
 
   Returns:
     The scalar mean loss (float32 or wider), replicated.
   """
   return _loss(embeddings, weights, labels, mesh, True,
-               _constant_scale(scale), _margin_rule(m1, m2, m3))
+               _constant_scale(scale), _margin_rule(m1, m2, m3),
+               num_classes=num_classes)
 
 
-def arcface_loss(embeddings, weights, labels, mesh, scale=64.0, margin=0.5):
+def arcface_loss(embeddings, weights, labels, mesh, scale=64.0, margin=0.5,
+                 num_classes=None):
   """Class-parallel ArcFace: target s cos(theta + m)."""
-  return margin_softmax_loss(embeddings, weights, labels, mesh, scale, m2=margin)
+  return margin_softmax_loss(embeddings, weights, labels, mesh, scale,
+                             m2=margin, num_classes=num_classes)
 
 
-def cosface_loss(embeddings, weights, labels, mesh, scale=64.0, margin=0.35):
+def cosface_loss(embeddings, weights, labels, mesh, scale=64.0, margin=0.35,
+                 num_classes=None):
   """Class-parallel CosFace: target s (cos theta - m)."""
-  return margin_softmax_loss(embeddings, weights, labels, mesh, scale, m2=0.0,
-                             m3=margin)
+  return margin_softmax_loss(embeddings, weights, labels, mesh, scale,
+                             m2=0.0, m3=margin, num_classes=num_classes)
 
 
-def softmax_loss(embeddings, weights, labels, mesh):
+def softmax_loss(embeddings, weights, labels, mesh, num_classes=None):
   """Class-parallel plain softmax cross-entropy of logits x W (no bias)."""
   return _loss(embeddings, weights, labels, mesh, False, _constant_scale(1.0),
-               lambda target, embeddings, options: target)
+               lambda target, embeddings, options: target,
+               num_classes=num_classes)
 
 
-def sphereface_loss(embeddings, weights, labels, mesh, m=4, lam=5.0):
+def sphereface_loss(embeddings, weights, labels, mesh, m=4, lam=5.0,
+                    num_classes=None):
   """Class-parallel A-Softmax with the annealing blend.
 
     f_{y_i} = ||x_i|| (lam cos(theta_{y_i}) + psi(theta_{y_i})) / (1 + lam)
@@ -193,4 +210,5 @@ def sphereface_loss(embeddings, weights, labels, mesh, m=4, lam=5.0):
     return (lam * target + sphereface.sphereface_psi(target, int(m))) / (
         1.0 + lam)
   return _loss(embeddings, weights, labels, mesh, True, feature_norm, blend,
-               dict(lam=jnp.asarray(lam, jnp.float32)))
+               dict(lam=jnp.asarray(lam, jnp.float32)),
+               num_classes=num_classes)

@@ -71,6 +71,12 @@ def training_source(data_config):
                              or None)
 
 
+def model_axis_size(config, num_devices):
+  """``config.mesh.model``, with -1 meaning every device."""
+  size = config.get('mesh', {}).get('model', 1)
+  return num_devices if size == -1 else size
+
+
 def check_config(config, num_devices, num_classes):
   """Raises :class:`ConfigError` naming the key of the first bad value."""
   if config.total_steps < 1:
@@ -101,13 +107,10 @@ def check_config(config, num_devices, num_classes):
           f'loss.name={config.loss.name!r} needs P x K batches: set '
           'data.identities_per_batch (P) and data.images_per_identity (K) '
           f'with P * K = batch_size ({config.batch_size})')
-  model_axis = config.get('mesh', {}).get('model', 1)
-  if num_devices % model_axis:
+  model_axis = model_axis_size(config, num_devices)
+  if model_axis < 1 or num_devices % model_axis:
     raise ConfigError(f'mesh.model={model_axis} does not divide the '
                       f'{num_devices} devices')
-  if config.loss.name in objectives.CLASSIFICATION and num_classes % model_axis:
-    raise ConfigError(f'{num_classes} classes do not split over '
-                      f'mesh.model={model_axis}')
 
 
 def _build_model(config):
@@ -195,13 +198,14 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
   source = training_source(config.data)
   num_classes = source.num_classes
   check_config(config, len(devices), num_classes)
-  mesh = mesh or sharding.make_mesh(model=config.get('mesh', {}).get(
-      'model', 1))
+  mesh = mesh or sharding.make_mesh(model=model_axis_size(config,
+                                                         len(devices)))
   model = _build_model(config)
   image_shape = (config.data.image_size, config.data.image_size, 3)
   key = jax.random.key(config.seed)
   objective = objectives.Objective(config.loss, num_classes,
-                                   embedding_dim(model, image_shape))
+                                   embedding_dim(model, image_shape),
+                                   class_shards=mesh.shape[sharding.MODEL])
   optimizer, learning_rate = optim.build(config.optimizer, config.total_steps)
   first = jax.process_index() == 0  # the only process that writes
 

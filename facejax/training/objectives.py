@@ -61,7 +61,7 @@ class Objective:
     needs_identity_balanced_batches: True for the metric-learning losses.
   """
 
-  def __init__(self, loss_config, num_classes, embedding_dim):
+  def __init__(self, loss_config, num_classes, embedding_dim, class_shards=1):
     self.config = loss_config
     self.name = loss_config.name
     if self.name not in NAMES:
@@ -70,6 +70,9 @@ class Objective:
     self.num_classes = num_classes
     self.embedding_dim = embedding_dim
     self.needs_identity_balanced_batches = self.name in METRIC_LEARNING
+    # W gets C rounded up to a multiple of the class shards; the padding
+    # columns are left out of the softmax (num_classes below).
+    self.padded_classes = -(-num_classes // class_shards) * class_shards
 
   @property
   def has_class_weights(self):
@@ -80,7 +83,7 @@ class Objective:
     if not self.has_class_weights:
       return {}
     return dict(class_weights=CLASS_WEIGHT_INIT_STD * jax.random.normal(
-        key, (self.embedding_dim, self.num_classes), jnp.float32))
+        key, (self.embedding_dim, self.padded_classes), jnp.float32))
 
   def init_extra(self):
     """Non-learned state: {'centers': (C, D)} for center loss, else {}."""
@@ -115,24 +118,26 @@ class Objective:
     metrics = {}
     if name in ('softmax', 'center'):
       loss = class_parallel.softmax_loss(embeddings, head['class_weights'],
-                                         labels, mesh)
+                                         labels, mesh, self.num_classes)
     elif name == 'arcface':
       loss = class_parallel.arcface_loss(
-          embeddings, head['class_weights'], labels, mesh, c.scale, c.margin)
+          embeddings, head['class_weights'], labels, mesh, c.scale, c.margin,
+          self.num_classes)
     elif name == 'cosface':
       loss = class_parallel.cosface_loss(
-          embeddings, head['class_weights'], labels, mesh, c.scale, c.margin)
+          embeddings, head['class_weights'], labels, mesh, c.scale, c.margin,
+          self.num_classes)
     elif name == 'combined':
       loss = class_parallel.margin_softmax_loss(
           embeddings, head['class_weights'], labels, mesh, c.scale, c.m1,
-          c.m2, c.m3)
+          c.m2, c.m3, self.num_classes)
     elif name == 'sphereface':
       lam = sphereface.sphereface_lambda(
           step, c.lambda_base, c.lambda_gamma, c.lambda_power, c.lambda_min)
       metrics['sphereface_lambda'] = lam
       loss = class_parallel.sphereface_loss(
           embeddings, head['class_weights'], labels, mesh, c.sphereface_m,
-          lam)
+          lam, self.num_classes)
     else:
       loss = None
     if name == 'center' or name in METRIC_LEARNING:

@@ -133,3 +133,27 @@ def test_a_million_classes_fit_where_full_logits_would_not():
   # (1.29 GB when written: W's shard and its gradient, 256 MB each, and a
   # few (512, 125,000) slices of logits.)
   assert per_device < full_logits, (per_device, full_logits)
+
+
+@pytest.mark.parametrize('name', ['arcface', 'softmax', 'sphereface'])
+def test_padding_columns_are_left_out(name):
+  # 60 classes on a model axis of 8: W padded to 64 columns, whatever they
+  # hold, gives the loss and gradients of the unpadded 60-class problem.
+  mesh = sharding.make_mesh(1, 8)
+  parallel_loss, reference_loss = LOSSES[name]
+  embeddings, weights, labels = problem(7, c=60)
+  padded = np.concatenate([weights, 5 * np.ones((8, 4), np.float32)], 1)
+  expected, (expected_de, expected_dw) = jax.value_and_grad(
+      reference_loss, argnums=(0, 1))(embeddings, weights, labels)
+  got, (got_de, got_dw) = jax.jit(jax.value_and_grad(
+      lambda e, w: parallel_loss(e, w, labels, mesh=mesh, num_classes=60),
+      argnums=(0, 1)))(embeddings, padded)
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  np.testing.assert_allclose(got_de, expected_de, rtol=1e-5, atol=1e-5)
+  got_dw = np.asarray(got_dw)
+  np.testing.assert_allclose(got_dw[:, :60], expected_dw, rtol=1e-5,
+                             atol=1e-5)
+  assert not got_dw[:, 60:].any()
+  with pytest.raises(ValueError, match='outside \\[0, 60\\)'):
+    parallel_loss(embeddings, padded, np.full_like(labels, 61), mesh=mesh,
+                  num_classes=60)

@@ -1,0 +1,34 @@
+"""Every config in train/configs loads, checks and builds (shapes only)."""
+import importlib
+import os
+
+import jax
+import pytest
+
+from facejax.training import loop
+from facejax.training import objectives
+
+CONFIGS = sorted(
+    name[:-3] for name in os.listdir(os.path.join(
+        os.path.dirname(__file__), '..', '..', 'train', 'configs'))
+    if name.endswith('.py') and name != '__init__.py')
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_checks_and_builds(name):
+  config = importlib.import_module(f'train.configs.{name}').get_config()
+  classes = 85_742 if 'ms1mv2' in name else 10_572  # MS1MV2 or CASIA
+  loop.check_config(config, num_devices=8, num_classes=classes)
+  model = loop._build_model(config)  # pylint: disable=protected-access
+  size = config.data.image_size
+  dim = loop.embedding_dim(model, (size, size, 3))
+  objective = objectives.Objective(config.loss, classes, dim)
+  head = jax.eval_shape(objective.init_head, jax.random.key(0))
+  if objective.has_class_weights:
+    assert head['class_weights'].shape == (dim, classes)
+  assert config.total_steps > 0
+
+
+def test_default_config_is_the_synthetic_dataset():
+  config = importlib.import_module('train.configs.default').get_config()
+  assert config.data.source == 'synthetic'

@@ -1,0 +1,26 @@
+"""Batch-hard triplet loss on P x K batches of the synthetic data.
+
+Hermans et al. 2017's batch-hard mining with FaceNet's unit-sphere
+embeddings: P = 16 identities x K = 4 images per batch, margin 0.2, Adam.
+Pass ``:soft`` for the soft margin, ``:all`` for batch-all.
+
+    python -m train --config train/configs/triplet_synthetic.py \\
+        --workdir runs/triplet
+"""
+
+from train.configs import default
+
+VARIANTS = dict(hard='triplet_batch_hard', soft='triplet_soft',
+                all='triplet_batch_all')
+
+
+def get_config(arg='hard'):
+  c = default.get_config()
+  c.data.identities_per_batch = 16
+  c.data.images_per_identity = 4
+  c.batch_size = 64
+  c.loss = dict(name=VARIANTS[arg], margin=0.2)
+  c.optimizer.name = 'adamw'
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.weight_decay = 1e-4
+  return c
