@@ -34,6 +34,7 @@ the example's loss is NaN (never a silently clamped gather).
 """
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -74,23 +75,60 @@ def _margin_rule(m1, m2, m3):
   return rule
 
 
+def sampled_columns(key, labels, first_column, per_shard, num_classes,
+                    num_sample):
+  """Partial FC: which of a shard's columns take part in this step.
+
+  Every column that is the label of an example of the batch (a positive) is
+  kept, then random others up to ``num_sample``; padding columns (index >=
+  ``num_classes``) only when nothing else is left. Ranks are random keys in
+  [0, 1), plus 2 for positives, minus 4 for padding; the top ``num_sample``
+  are taken.
+
+  Args:
+    key: PRNG key (distinct per shard and step).
+    labels: (n,) global labels of the model group's examples.
+    first_column: the shard's first global column.
+    per_shard: columns on the shard.
+    num_classes: real classes (columns past it are padding).
+    num_sample: columns to keep (static).
+
+  Returns:
+    (num_sample,) local column indices, highest rank first.
+  """
+  local = labels - first_column
+  positive = jnp.zeros((per_shard,), bool).at[
+      jnp.where((local >= 0) & (local < per_shard), local, per_shard)].set(
+          True, mode='drop')
+  padding = first_column + jnp.arange(per_shard) >= num_classes
+  rank = (jax.random.uniform(key, (per_shard,)) + 2.0 * positive
+          - 4.0 * padding)
+  return jax.lax.top_k(rank, num_sample)[1]
+
+
 def _local_loss(embeddings, weights, labels, options, *, num_examples,
-                num_classes, total_columns, normalise, scale, target_rule):
+                num_classes, total_columns, normalise, scale, target_rule,
+                num_sample):
   """Per device: the mean loss of the whole batch, by collectives."""
   model = sharding.MODEL
   embeddings = jax.lax.all_gather(embeddings, model, axis=0, tiled=True)
   labels = jax.lax.all_gather(labels, model, axis=0, tiled=True)
   per_shard = weights.shape[1]
+  first_column = jax.lax.axis_index(model) * per_shard
+  columns = first_column + jnp.arange(per_shard)
+  if num_sample < per_shard:  # Partial FC
+    chosen = sampled_columns(
+        jax.random.fold_in(options['key'], jax.lax.axis_index(model)),
+        labels, first_column, per_shard, num_classes, num_sample)
+    weights = jnp.take(weights, chosen, axis=1)
+    columns = first_column + chosen
   if normalise:
     values = margin.cosine_matrix(embeddings, weights)
   else:
     dtype = jnp.promote_types(jnp.result_type(embeddings, weights),
                               jnp.float32)
     values = jnp.matmul(embeddings, weights, preferred_element_type=dtype)
-  local_label = labels - jax.lax.axis_index(model) * per_shard
-  here = (local_label >= 0) & (local_label < per_shard)
-  is_target = here[:, None] & (
-      local_label[:, None] == jnp.arange(per_shard)[None, :])
+  is_target = labels[:, None] == columns[None, :]
   target_value = jax.lax.psum(
       jnp.sum(jnp.where(is_target, values, 0.0), axis=1), model)
   row_scale = scale(embeddings, values.dtype)[:, None]
@@ -98,8 +136,7 @@ def _local_loss(embeddings, weights, labels, options, *, num_examples,
                                                options)
   logits = jnp.where(is_target, target_logit[:, None], row_scale * values)
   if num_classes < total_columns:  # padding columns: out of the softmax
-    column = jax.lax.axis_index(model) * per_shard + jnp.arange(per_shard)
-    logits = jnp.where(column[None, :] < num_classes, logits, -jnp.inf)
+    logits = jnp.where(columns[None, :] < num_classes, logits, -jnp.inf)
   top = jax.lax.pmax(jax.lax.stop_gradient(jnp.max(logits, axis=1)), model)
   sum_exp = jax.lax.psum(jnp.sum(jnp.exp(logits - top[:, None]), axis=1),
                          model)
@@ -120,19 +157,36 @@ def _constant_scale(value):
   return scale
 
 
+def _sample_size(embeddings, weights, mesh, sample_rate):
+  """Columns per shard under Partial FC: enough for every positive."""
+  per_shard = weights.shape[1] // mesh.shape[sharding.MODEL]
+  if sample_rate is None or sample_rate >= 1:
+    return per_shard
+  if not 0 < sample_rate:
+    raise ValueError(f'sample_rate must be in (0, 1], got {sample_rate}')
+  group_examples = embeddings.shape[0] // mesh.shape[sharding.DATA]
+  wanted = max(math.ceil(sample_rate * per_shard), group_examples)
+  return min(wanted, per_shard)
+
+
 def _loss(embeddings, weights, labels, mesh, normalise, scale, target_rule,
-          options=None, num_classes=None):
+          options=None, num_classes=None, sample_rate=None, key=None):
   num_classes = weights.shape[1] if num_classes is None else num_classes
   _check(embeddings, weights, labels, mesh, num_classes)
+  num_sample = _sample_size(embeddings, weights, mesh, sample_rate)
+  options = dict(options or {})
+  if num_sample < weights.shape[1] // mesh.shape[sharding.MODEL]:
+    if key is None:
+      raise ValueError('Partial FC (sample_rate < 1) needs a PRNG key')
+    options['key'] = key
   local = functools.partial(
       _local_loss, num_examples=embeddings.shape[0],
       num_classes=num_classes, total_columns=weights.shape[1],
-      normalise=normalise, scale=scale,
-      target_rule=target_rule)
+      normalise=normalise, scale=scale, target_rule=target_rule,
+      num_sample=num_sample)
   embeddings = jax.reshard(embeddings, sharding.batch_sharding(mesh))
   labels = jax.reshard(labels, sharding.batch_sharding(mesh))
   weights = jax.reshard(weights, sharding.class_weight_sharding(mesh))
-  options = {} if options is None else options
   return jax.shard_map(
       local, mesh=mesh,
       in_specs=(sharding.BATCH_SPEC, sharding.CLASS_WEIGHT_SPEC,
@@ -142,7 +196,8 @@ def _loss(embeddings, weights, labels, mesh, normalise, scale, target_rule,
 
 
 def margin_softmax_loss(embeddings, weights, labels, mesh, scale=64.0,
-                        m1=1.0, m2=0.5, m3=0.0, num_classes=None):
+                        m1=1.0, m2=0.5, m3=0.0, num_classes=None,
+                        sample_rate=None, key=None):
   """Class-parallel combined-margin softmax (ArcFace eq. 4, insightface's m's).
 
     L = -1/N sum_i log( e^{s psi(theta_{y_i})}
@@ -158,38 +213,44 @@ def margin_softmax_loss(embeddings, weights, labels, mesh, scale=64.0,
     num_classes: the real class count C when W has padding columns (C is
       rounded up to a multiple of the model axis; the padding columns are
       left out of the softmax). Default: every column.
+    sample_rate, key: Partial FC (An et al., 2021): each shard keeps the
+      columns of the batch's labels and a random ``sample_rate`` of its
+      columns in all (at least as many as the group's examples), drawn with
+      ``key``; the softmax runs over those only, and only they receive a
+      gradient. None or 1: every column.
 
   Returns:
     The scalar mean loss (float32 or wider), replicated.
   """
   return _loss(embeddings, weights, labels, mesh, True,
                _constant_scale(scale), _margin_rule(m1, m2, m3),
-               num_classes=num_classes)
+               num_classes=num_classes, sample_rate=sample_rate, key=key)
 
 
 def arcface_loss(embeddings, weights, labels, mesh, scale=64.0, margin=0.5,
-                 num_classes=None):
+                 **kwargs):
   """Class-parallel ArcFace: target s cos(theta + m)."""
   return margin_softmax_loss(embeddings, weights, labels, mesh, scale,
-                             m2=margin, num_classes=num_classes)
+                             m2=margin, **kwargs)
 
 
 def cosface_loss(embeddings, weights, labels, mesh, scale=64.0, margin=0.35,
-                 num_classes=None):
+                 **kwargs):
   """Class-parallel CosFace: target s (cos theta - m)."""
   return margin_softmax_loss(embeddings, weights, labels, mesh, scale,
-                             m2=0.0, m3=margin, num_classes=num_classes)
+                             m2=0.0, m3=margin, **kwargs)
 
 
-def softmax_loss(embeddings, weights, labels, mesh, num_classes=None):
+def softmax_loss(embeddings, weights, labels, mesh, num_classes=None,
+                 sample_rate=None, key=None):
   """Class-parallel plain softmax cross-entropy of logits x W (no bias)."""
   return _loss(embeddings, weights, labels, mesh, False, _constant_scale(1.0),
                lambda target, embeddings, options: target,
-               num_classes=num_classes)
+               num_classes=num_classes, sample_rate=sample_rate, key=key)
 
 
 def sphereface_loss(embeddings, weights, labels, mesh, m=4, lam=5.0,
-                    num_classes=None):
+                    num_classes=None, sample_rate=None, key=None):
   """Class-parallel A-Softmax with the annealing blend.
 
     f_{y_i} = ||x_i|| (lam cos(theta_{y_i}) + psi(theta_{y_i})) / (1 + lam)
@@ -211,4 +272,4 @@ def sphereface_loss(embeddings, weights, labels, mesh, m=4, lam=5.0,
         1.0 + lam)
   return _loss(embeddings, weights, labels, mesh, True, feature_norm, blend,
                dict(lam=jnp.asarray(lam, jnp.float32)),
-               num_classes=num_classes)
+               num_classes=num_classes, sample_rate=sample_rate, key=key)

@@ -10,6 +10,8 @@ mesh's ``'model'`` axis and computed class-parallel
   ``combined``    s (cos(m1 theta + m2) - m3)         (scale, m1, m2, m3)
   ``sphereface``  ||x|| psi(theta), lambda annealed   (sphereface_m,
                   lambda_base, lambda_gamma, lambda_power, lambda_min)
+  (any of these with ``sample_rate`` < 1: Partial FC, a softmax over the
+  batch's classes and a random sample of the others)
   ``center``      softmax + center_weight * center loss, the centres
                   (C, D) carried in the train state and moved by
                   center_alpha (Wen et al. 2016)
@@ -102,7 +104,7 @@ class Objective:
       return {}
     return dict(centers=NamedSharding(mesh, P()))
 
-  def __call__(self, embeddings, labels, head, extra, step, mesh):
+  def __call__(self, embeddings, labels, head, extra, step, mesh, rng=None):
     """(loss, new extra state, metrics) for one global batch.
 
     Args:
@@ -112,32 +114,36 @@ class Objective:
       extra: the extra state (:meth:`init_extra`).
       step: the optimizer step (for annealed schedules).
       mesh: the device mesh.
+      rng: PRNG key for Partial FC's column sampling.
     """
     c = self.config
     name = self.name
     metrics = {}
+    # Partial FC (loss.sample_rate < 1): a sampled softmax over the columns.
+    head_options = dict(num_classes=self.num_classes,
+                        sample_rate=c.get('sample_rate', 1.0), key=rng)
     if name in ('softmax', 'center'):
       loss = class_parallel.softmax_loss(embeddings, head['class_weights'],
-                                         labels, mesh, self.num_classes)
+                                         labels, mesh, **head_options)
     elif name == 'arcface':
       loss = class_parallel.arcface_loss(
           embeddings, head['class_weights'], labels, mesh, c.scale, c.margin,
-          self.num_classes)
+          **head_options)
     elif name == 'cosface':
       loss = class_parallel.cosface_loss(
           embeddings, head['class_weights'], labels, mesh, c.scale, c.margin,
-          self.num_classes)
+          **head_options)
     elif name == 'combined':
       loss = class_parallel.margin_softmax_loss(
           embeddings, head['class_weights'], labels, mesh, c.scale, c.m1,
-          c.m2, c.m3, self.num_classes)
+          c.m2, c.m3, **head_options)
     elif name == 'sphereface':
       lam = sphereface.sphereface_lambda(
           step, c.lambda_base, c.lambda_gamma, c.lambda_power, c.lambda_min)
       metrics['sphereface_lambda'] = lam
       loss = class_parallel.sphereface_loss(
           embeddings, head['class_weights'], labels, mesh, c.sphereface_m,
-          lam, self.num_classes)
+          lam, **head_options)
     else:
       loss = None
     if name == 'center' or name in METRIC_LEARNING:

@@ -65,8 +65,9 @@ def make_train_step(model, objective, optimizer, mesh, state_shardings,
       embeddings, new_stats = _backbone(
           model, mesh, compute_dtype, params['backbone'], batch_stats,
           images, rng, train=True)
-      loss, new_extra, metrics = objective(embeddings, labels,
-                                           params['head'], extra, step, mesh)
+      loss, new_extra, metrics = objective(
+          embeddings, labels, params['head'], extra, step, mesh,
+          rng=jax.random.fold_in(rng, 1))
       return loss, (new_stats, new_extra, metrics)
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 

@@ -157,3 +157,67 @@ def test_padding_columns_are_left_out(name):
   with pytest.raises(ValueError, match='outside \\[0, 60\\)'):
     parallel_loss(embeddings, padded, np.full_like(labels, 61), mesh=mesh,
                   num_classes=60)
+
+
+def test_sampled_columns_keep_every_positive():
+  key = jax.random.key(0)
+  labels = jnp.array([3, 3, 17, 40, 41, 200])  # 200: another shard's
+  chosen = np.asarray(class_parallel.sampled_columns(
+      key, labels, first_column=0, per_shard=50, num_classes=45,
+      num_sample=10))
+  assert len(set(chosen)) == 10
+  assert {3, 17, 40, 41} <= set(chosen)
+  assert all(c < 45 for c in chosen)  # padding only when nothing is left
+  other = np.asarray(class_parallel.sampled_columns(
+      jax.random.key(1), labels, 0, 50, 45, 10))
+  assert set(other) != set(chosen)
+
+
+def test_partial_fc_is_the_softmax_over_the_sampled_columns():
+  mesh = sharding.make_mesh(1, 8)
+  embeddings, weights, labels = problem(8, n=16, c=256)
+  key = jax.random.key(3)
+
+  def loss(e, w):
+    return class_parallel.arcface_loss(e, w, labels, mesh, scale=16.0,
+                                       sample_rate=0.25, key=key)
+  got, (got_de, got_dw) = jax.jit(jax.value_and_grad(
+      loss, argnums=(0, 1)))(embeddings, weights)
+  # Brute force: the same columns, chosen shard by shard, then the plain
+  # loss on them with the labels renumbered.
+  per_shard, num_sample = 32, 16  # max(0.25 * 32, 16 examples)
+  columns = np.concatenate([
+      shard * per_shard + np.asarray(class_parallel.sampled_columns(
+          jax.random.fold_in(key, shard), jnp.asarray(labels),
+          shard * per_shard, per_shard, 256, num_sample))
+      for shard in range(8)])
+  assert set(labels) <= set(columns)
+  renumbered = np.array([list(columns).index(y) for y in labels])
+  expected, (expected_de, expected_dw) = jax.value_and_grad(
+      lambda e, w: margin.arcface_loss(e, w, renumbered, scale=16.0),
+      argnums=(0, 1))(embeddings, weights[:, columns])
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  np.testing.assert_allclose(got_de, expected_de, rtol=1e-5, atol=1e-5)
+  got_dw = np.asarray(got_dw)
+  np.testing.assert_allclose(got_dw[:, columns], expected_dw, rtol=1e-5,
+                             atol=1e-5)
+  untouched = np.setdiff1d(np.arange(256), columns)
+  assert not got_dw[:, untouched].any()
+
+
+def test_partial_fc_cost_follows_the_sample_rate():
+  mesh = sharding.make_mesh(1, 8)
+  shapes = (jax.ShapeDtypeStruct((64, 128), jnp.float32),
+            jax.ShapeDtypeStruct((128, 80_000), jnp.float32),
+            jax.ShapeDtypeStruct((64,), jnp.int32))
+
+  def flops(rate):
+    step = jax.jit(jax.grad(lambda e, w, y: class_parallel.arcface_loss(
+        e, w, y, mesh, sample_rate=rate, key=jax.random.key(0)),
+                            argnums=(0, 1)))
+    analysis = step.lower(*shapes).compile().cost_analysis()
+    if isinstance(analysis, list):
+      analysis = analysis[0]
+    return analysis['flops']
+  full, tenth = flops(1.0), flops(0.1)
+  assert tenth < 0.2 * full, (tenth, full)

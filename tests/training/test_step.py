@@ -173,3 +173,19 @@ def test_bfloat16_compute_keeps_float32_parameters():
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state16.params))
   assert metrics16['loss'].dtype == jnp.float32
   np.testing.assert_allclose(metrics16['loss'], metrics32['loss'], rtol=0.05)
+
+
+def test_partial_fc_trains():
+  mesh = sharding.make_mesh(1, 8)
+  batch = identity_balanced_batch(7)
+  loss = dict(ARCFACE, sample_rate=0.5)
+  with jax.set_mesh(mesh):
+    _, _, state, step = engine(loss, mesh)
+    before = np.asarray(state.params['head']['class_weights'])
+    history = []
+    for _ in range(6):
+      state, metrics = step(state, batch)
+      history.append(float(metrics['loss']))
+  assert np.isfinite(history).all() and history[-1] < history[0]
+  after = np.asarray(state.params['head']['class_weights'])
+  assert not np.array_equal(before[:, :4], after[:, :4])  # the positives
