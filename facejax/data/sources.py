@@ -302,6 +302,34 @@ def synthetic_source(num_identities, images_per_identity, seed=0,
                   name=f'synthetic(seed={seed}, first={first_identity})')
 
 
+def verification_bin(path):
+  """An insightface ``.bin`` verification set as (source, first, second, issame).
+
+  The images are decoded once (tensorflow, eagerly) into an
+  :class:`InMemory` source; pair ``i`` is images ``first[i] = 2 i`` and
+  ``second[i] = 2 i + 1``. An image that cannot be decoded is an error
+  naming the file and the image's position.
+  """
+  tf = _tf()
+  encoded, issame = insightface.load_bin(path)
+  images = []
+  for position, data in enumerate(encoded):
+    try:
+      images.append(tf.io.decode_image(data, channels=3,
+                                       expand_animations=False).numpy())
+    except (tf.errors.InvalidArgumentError, ValueError) as e:
+      raise ValueError(f'{path}: image {position} cannot be decoded: '
+                       f'{str(e).splitlines()[0]}') from None
+  shapes = {image.shape for image in images}
+  if len(shapes) != 1:
+    raise ValueError(f'{path}: images of different sizes {sorted(shapes)}')
+  pairs = len(issame)
+  source = InMemory(np.stack(images), np.zeros(2 * pairs, np.int32),
+                    name=os.path.basename(os.fspath(path)))
+  return (source, np.arange(0, 2 * pairs, 2), np.arange(1, 2 * pairs, 2),
+          np.asarray(issame, bool))
+
+
 # The features of one converted example (see facejax.data.convert).
 FEATURE_IMAGE = 'image/encoded'
 FEATURE_LABEL = 'image/label'

@@ -127,15 +127,21 @@ def embedding_dim(model, image_shape):
   return jax.eval_shape(embed_one, jax.random.key(0)).shape[-1]
 
 
-def _verification_set(config):
-  """Held-out synthetic pairs: (InMemory source of 2N images, issame)."""
-  pairs = config.eval.pairs
+def verification_set(eval_config):
+  """The in-training pair set: (source, first, second, issame).
+
+  ``eval.bin``: an insightface ``.bin`` (lfw.bin, cfp_fp.bin, ...); else
+  ``eval.pairs`` pairs of held-out synthetic identities.
+  """
+  if eval_config.get('bin'):
+    return sources.verification_bin(eval_config.bin)
+  pairs = eval_config.pairs
   images_a, images_b, issame = synthetic.verification_pairs(
-      pairs, seed=config.eval.get('seed', 0))
+      pairs, seed=eval_config.get('seed', 0))
   source = sources.InMemory(np.concatenate([images_a, images_b]),
                             np.zeros(2 * pairs, np.int32),
-                            name='held-out pairs')
-  return source, issame
+                            name='held-out synthetic pairs')
+  return source, np.arange(pairs), np.arange(pairs, 2 * pairs), issame
 
 
 def embed_source(embed, state, source, mesh, batch_size, image_size):
@@ -166,11 +172,37 @@ def embed_source(embed, state, source, mesh, batch_size, image_size):
 def verification_accuracy(embed, state, verification, mesh, batch_size,
                           image_size):
   """LFW-protocol 10-fold accuracy of the current model on the pairs."""
-  source, issame = verification
+  source, first, second, issame = verification
   features = embed_source(embed, state, source, mesh, batch_size, image_size)
-  half = len(issame)
-  scores = np.sum(features[:half] * features[half:], axis=1)
+  scores = np.sum(features[first] * features[second], axis=1)
   return synthetic.ten_fold_accuracy(scores, issame)[0]
+
+
+def restore_backbone(config, workdir, step=None, mesh=None):
+  """(model, variables) of a run's checkpoint, for evaluation or fine-tuning.
+
+  Restores only the backbone's parameters and batch statistics (not the
+  class weights or the optimizer state), replicated over ``mesh`` (default:
+  every device), from the latest or the given step.
+  """
+  mesh = mesh or sharding.make_mesh()
+  model = _build_model(config)
+  size = config.data.image_size
+  images = jnp.zeros((1, size, size, 3))
+  abstract = jax.eval_shape(model.init, jax.random.key(0), images)
+  replicated = sharding.replicated(mesh)
+  abstract = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                        sharding=replicated), abstract)
+  checkpoints = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  try:
+    params = checkpoints.restore_subtree(abstract['params'],
+                                         ('params', 'backbone'), step)
+    batch_stats = checkpoints.restore_subtree(
+        abstract.get('batch_stats', {}), ('batch_stats',), step)
+  finally:
+    checkpoints.close()
+  return model, dict(params=params, batch_stats=batch_stats)
 
 
 def _check_finite(pending, step):
@@ -230,8 +262,8 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
         micro_batches=config.get('micro_batches', 1))
     embed = step_lib.make_embed(model, mesh, jnp.dtype(
         config.get('compute_dtype', 'float32')))
-    verification = (_verification_set(config) if config.eval.get('every')
-                    else None)
+    verification = (verification_set(config.eval)
+                    if config.eval.get('every') else None)
     skipped = pipeline.SkippedImages()
     balanced = config.data.get('identities_per_batch', 0) or None
     dataset = pipeline.train_dataset(

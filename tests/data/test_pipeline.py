@@ -367,3 +367,22 @@ def test_recordio_with_a_bad_magic_number_names_the_file(tmp_path):
                         raw=b'\x00' * 96)
   with pytest.raises(ValueError, match=f'{rec}: bad magic number'):
     sources.RecordIO(rec)
+
+
+def test_verification_bin_decodes_pairs(tmp_path):
+  import pickle
+  images = [image_fixtures.encode(image_fixtures.flat_image(i, 0), 'png')
+            for i in range(6)]
+  path = tmp_path / 'tiny.bin'
+  path.write_bytes(pickle.dumps((images, [True, False, True]), protocol=4))
+  source, first, second, issame = sources.verification_bin(path)
+  np.testing.assert_array_equal(first, [0, 2, 4])
+  np.testing.assert_array_equal(second, [1, 3, 5])
+  np.testing.assert_array_equal(issame, [True, False, True])
+  got = batches(pipeline.eval_dataset(source, 6, image_size=SIZE,
+                                      process=one()), 1)[0]
+  np.testing.assert_array_equal(identify(got['image'])[0], range(6))
+  images[3] = b'broken'
+  path.write_bytes(pickle.dumps((images, [True, False, True]), protocol=4))
+  with pytest.raises(ValueError, match='tiny.bin: image 3 cannot be decoded'):
+    sources.verification_bin(path)

@@ -19,8 +19,8 @@ def main(port, num_processes, process_id, workdir, out):
   if num_processes > 1:
     distributed.initialize(f'localhost:{port}', num_processes, process_id)
   assert jax.process_count() == num_processes
-  run = loop.train(tiny_config(total_steps=3, checkpoint_every=3), workdir,
-                   log=False)
+  run = loop.train(tiny_config(total_steps=3, checkpoint_every=3),
+                   str(workdir), log=False)
   leaves = [np.asarray(x.addressable_data(0))
             for x in jax.tree.leaves(run.state.params)]
   assert all(x.is_fully_replicated for x in jax.tree.leaves(

@@ -54,6 +54,7 @@ def get_config(arg=None):
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 200  # steps; 0 turns it off
   c.eval.pairs = 600  # held-out synthetic pairs (LFW protocol, 10 folds)
+  c.eval.bin = ''  # or an insightface .bin (lfw.bin ...) instead
   c.eval.seed = 0
   c.eval.batch_size = 200
 
