@@ -71,22 +71,25 @@ def state_shardings(abstract_state, objective, mesh):
                                   abstract_state.extra})
 
 
-def create(key, model, objective, optimizer, image_shape, mesh):
-  """(state, shardings): the state initialised in place on the mesh."""
+def _abstract_and_shardings(key, model, objective, optimizer, image_shape,
+                            mesh):
   def init(key):
     return initial_state(key, model, objective, optimizer, image_shape)
   abstract = jax.eval_shape(init, key)
-  shardings = state_shardings(abstract, objective, mesh)
-  state = jax.jit(init, out_shardings=shardings)(key)
-  return state, shardings
+  return init, abstract, state_shardings(abstract, objective, mesh)
+
+
+def create(key, model, objective, optimizer, image_shape, mesh):
+  """(state, shardings): the state initialised in place on the mesh."""
+  init, _, shardings = _abstract_and_shardings(
+      key, model, objective, optimizer, image_shape, mesh)
+  return jax.jit(init, out_shardings=shardings)(key), shardings
 
 
 def abstract_state(key, model, objective, optimizer, image_shape, mesh):
   """The state's shapes, dtypes and shardings, with no compute (restore)."""
-  def init(key):
-    return initial_state(key, model, objective, optimizer, image_shape)
-  abstract = jax.eval_shape(init, key)
-  shardings = state_shardings(abstract, objective, mesh)
+  _, abstract, shardings = _abstract_and_shardings(
+      key, model, objective, optimizer, image_shape, mesh)
   return jax.tree.map(
       lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
                                            sharding=s),
