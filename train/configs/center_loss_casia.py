@@ -7,15 +7,11 @@ with locally connected layers (facejax.models.center_loss_cnn).
         --workdir runs/center_loss
 """
 
-from train.configs import default
+from train.configs import sphereface20_casia
 
 
 def get_config(arg='/data/CASIA-WebFace'):
-  c = default.get_config()
-  c.data.source = arg
-  c.data.image_size = 112
-  c.batch_size = 256
-  c.total_steps = 28_000
+  c = sphereface20_casia.casia_config(arg)
   c.model.name = 'center_loss_cnn'
   c.model.kwargs = dict(embedding_dim=512)
   c.loss = dict(name='center', center_weight=0.003, center_alpha=0.5)

@@ -12,12 +12,22 @@ crops, which SphereFace-20 accepts as well.
 from train.configs import default
 
 
-def get_config(arg='/data/CASIA-WebFace'):
+def casia_config(arg):
+  """What the CASIA-WebFace recipes share: 112x112, batch 256, 28k steps."""
   c = default.get_config()
   c.data.source = arg
   c.data.image_size = 112
   c.batch_size = 256
   c.total_steps = 28_000
+  c.optimizer.learning_rate = 0.1
+  c.optimizer.warmup_steps = 0
+  c.eval.every = 2000
+  c.checkpoint_every = 2000
+  return c
+
+
+def get_config(arg='/data/CASIA-WebFace'):
+  c = casia_config(arg)
   c.model.name = 'sphereface20'
   c.model.kwargs = dict(embedding_dim=512)
   c.loss = dict(name='sphereface', sphereface_m=4, lambda_base=1000.0,
