@@ -8,7 +8,12 @@ facejax uses a 2-D mesh ``('data', 'model')``:
   columns over ``'model'``, ``P(None, 'model')``: each device holds C / M
   classes (insightface's model-parallel "Partial FC" layout when the whole
   mesh is ``'model'``);
-* everything else (backbone parameters, optimizer state) is replicated.
+* everything else (backbone parameters, optimizer state) is replicated,
+  unless the backbone is fully sharded (``mesh.shard_backbone``, FSDP or
+  ZeRO-3): then each large backbone parameter and its optimizer state are
+  split over every device along their largest divisible axis
+  (:func:`fully_sharded_spec`), and XLA gathers them where the forward and
+  backward passes need them.
 
 ``data=N, model=1`` is plain data parallelism with W replicated;
 ``data=1, model=N`` splits W over every device, as arcface_torch does.
@@ -62,3 +67,28 @@ def class_weight_sharding(mesh):
 
 def replicated(mesh):
   return NamedSharding(mesh, P())
+
+
+# Parameters smaller than this stay replicated when the backbone is fully
+# sharded: gathering them would cost more than the memory it saves.
+FULLY_SHARDED_MIN_SIZE = 2 ** 14
+
+
+def fully_sharded_spec(shape, num_devices, min_size=None):
+  """FSDP's spec of one parameter: its largest axis that ``num_devices``
+  divides split over both mesh axes, or ``P()`` (replicated) when it is
+  smaller than ``min_size`` (default ``FULLY_SHARDED_MIN_SIZE``) elements
+  or no axis divides."""
+  if min_size is None:
+    min_size = FULLY_SHARDED_MIN_SIZE
+  size = 1
+  for extent in shape:
+    size *= extent
+  if num_devices == 1 or size < min_size:
+    return P()
+  divisible = [axis for axis, extent in enumerate(shape)
+               if extent % num_devices == 0]
+  if not divisible:
+    return P()
+  axis = max(divisible, key=lambda a: (shape[a], a))
+  return P(*([None] * axis + [(DATA, MODEL)]))

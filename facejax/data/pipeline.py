@@ -326,7 +326,7 @@ def train_dataset(source, global_batch_size, *, seed=0, image_size=None,
                   identities_per_batch=None, images_per_identity=None,
                   process=None, start_step=0, skipped=None,
                   num_classes=None, deterministic=True,
-                  shuffle_buffer=DEFAULT_SHUFFLE_BUFFER):
+                  shuffle_buffer=DEFAULT_SHUFFLE_BUFFER, with_index=False):
   """The endless training stream of process-local batches.
 
   Args:
@@ -347,13 +347,20 @@ def train_dataset(source, global_batch_size, *, seed=0, image_size=None,
     deterministic: keep the order fixed (True) or let tf.data reorder for
       speed.
     shuffle_buffer: examples in the shuffle buffer (TFRecord sources).
+    with_index: batches also carry ``index`` (int32 (B,)), each example's
+      position in the source (LMLE looks its cluster up by it); not for
+      TFRecord sources, which are read sequentially.
 
   Returns:
     A ``tf.data.Dataset`` of dicts ``image`` (float32 (B, S, S, 3) in
     [-1, 1]) and ``label`` (int32 (B,)), ``B = global_batch_size /
-    process_count``.
+    process_count``, and ``index`` with ``with_index``.
   """
   tf = _tf()
+  if with_index and isinstance(source, sources.TFRecords):
+    raise ValueError(f'{source}: with_index needs random access to the '
+                     'examples; use the image folder or .rec the TFRecords '
+                     'were made from')
   process = process or current_process()
   image_size = image_size or DEFAULT_IMAGE_SIZE
   skipped = skipped if skipped is not None else SkippedImages()
@@ -385,7 +392,10 @@ def train_dataset(source, global_batch_size, *, seed=0, image_size=None,
   def finish(example):
     image = augment_lib.augment(example['image'], example['seed'],
                                 augmentation)
-    return dict(image=augment_lib.normalise(image), label=example['label'])
+    out = dict(image=augment_lib.normalise(image), label=example['label'])
+    if with_index:
+      out['index'] = tf.cast(example['index'], tf.int32)
+    return out
 
   if balanced:  # skip whole batches, so every batch stays P x K
     batches = decoded.batch(batch, drop_remainder=True)

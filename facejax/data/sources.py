@@ -96,7 +96,52 @@ class _RandomAccess:
     return tf.gather(tf.constant(self.landmarks), index)
 
 
-class ImageFolder(_RandomAccess):
+class ImageFiles(_RandomAccess):
+  """An explicit list of image files (evaluation sets: LFW's pairs, YTF's
+  frames, MegaFace's lists).
+
+  Args:
+    paths: the image files, in the order embeddings are wanted.
+    labels: optional (N,) int identities (default all 0).
+    landmarks: optional (N, 5, 2) landmarks (see :class:`ImageFolder`).
+    check_exists: raise naming the first missing file.
+    name: how the source presents itself.
+  """
+
+  def __init__(self, paths, labels=None, landmarks=None, check_exists=True,
+               name='image files'):
+    self.paths = np.array([os.fspath(p) for p in paths])
+    if check_exists:
+      missing = [p for p in self.paths if not os.path.isfile(p)]
+      if missing:
+        raise FileNotFoundError(
+            f'{missing[0]}: image not found ({len(missing)} of the '
+            f'{len(self.paths)} {name} are missing)')
+    self.num_examples = len(self.paths)
+    self.labels = (np.zeros(self.num_examples, np.int32) if labels is None
+                   else np.asarray(labels, np.int32))
+    if self.labels.shape != (self.num_examples,):
+      raise ValueError(f'{name}: {self.num_examples} paths but labels of '
+                       f'shape {self.labels.shape}')
+    self.class_names = tuple(
+        str(c) for c in range(int(self.labels.max(initial=-1)) + 1))
+    self.landmarks = (_missing_landmarks(self.num_examples)
+                      if landmarks is None else
+                      np.asarray(landmarks, np.float32))
+    self.name = name
+
+  def __repr__(self):
+    return f'ImageFiles({self.num_examples} {self.name})'
+
+  def read(self, index):
+    tf = _tf()
+    path = tf.gather(tf.constant(self.paths), index)
+    return dict(encoded=tf.io.read_file(path),
+                label=tf.gather(tf.constant(self.labels), index),
+                key=path, landmarks=self._landmarks_of(index))
+
+
+class ImageFolder(ImageFiles):
   """``root/<identity>/<image>``: one sub-folder per identity.
 
   Identity folders are taken in sorted order, so the label of an image is the
@@ -135,26 +180,17 @@ class ImageFolder(_RandomAccess):
             f'{", ".join(IMAGE_EXTENSIONS)}); remove it or add images')
       relative_paths.extend(os.path.join(name, f) for f in files)
       labels.extend([label] * len(files))
-    self.class_names = tuple(names)
     self.relative_paths = np.array(relative_paths)
-    self.paths = np.array([os.path.join(self.root, p)
-                           for p in relative_paths])
-    self.labels = np.array(labels, np.int32)
-    self.num_examples = len(self.paths)
-    self.landmarks = (_missing_landmarks(self.num_examples)
-                      if landmarks_file is None else
-                      read_landmarks(landmarks_file, self.relative_paths))
+    super().__init__(
+        [os.path.join(self.root, p) for p in relative_paths], labels,
+        landmarks=None if landmarks_file is None else read_landmarks(
+            landmarks_file, self.relative_paths),
+        check_exists=False, name='images')
+    self.class_names = tuple(names)
 
   def __repr__(self):
     return (f'ImageFolder({self.root!r}: {self.num_examples} images of '
             f'{self.num_classes} identities)')
-
-  def read(self, index):
-    tf = _tf()
-    path = tf.gather(tf.constant(self.paths), index)
-    return dict(encoded=tf.io.read_file(path),
-                label=tf.gather(tf.constant(self.labels), index),
-                key=path, landmarks=self._landmarks_of(index))
 
 
 def read_landmarks(path, relative_paths):

@@ -18,11 +18,13 @@ anything is saved: losses are checked before every checkpoint.
 """
 
 import dataclasses
+import json
 import os
 
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from facejax import models
@@ -33,6 +35,7 @@ from facejax.data import pipeline
 from facejax.data import sources
 from facejax.data import synthetic
 from facejax.training import checkpoint
+from facejax.training import clusters as clusters_lib
 from facejax.training import objectives
 from facejax.training import observe
 from facejax.training import optim
@@ -107,13 +110,22 @@ def check_config(config, num_devices, num_classes):
           f'loss.name={config.loss.name!r} needs P x K batches: set '
           'data.identities_per_batch (P) and data.images_per_identity (K) '
           f'with P * K = batch_size ({config.batch_size})')
+  if config.loss.name == 'lmle':
+    for key in ('clusters_per_class', 'cluster_every'):
+      if config.loss.get(key, 0) < 1:
+        raise ConfigError(f'loss.{key} must be >= 1 for LMLE, got '
+                          f'{config.loss.get(key)}')
+    if config.data.get('images_per_identity', 0) < 2 * 2:
+      raise ConfigError('loss.name=lmle needs data.images_per_identity >= 4 '
+                        '(two clusters with two images each per identity)')
   model_axis = model_axis_size(config, num_devices)
   if model_axis < 1 or num_devices % model_axis:
     raise ConfigError(f'mesh.model={model_axis} does not divide the '
                       f'{num_devices} devices')
 
 
-def _build_model(config):
+def build_model(config):
+  """The backbone of ``config.model``, computing in ``compute_dtype``."""
   kwargs = dict(config.model.get('kwargs', {}))
   kwargs['dtype'] = jnp.dtype(config.get('compute_dtype', 'float32'))
   return models.get(config.model.name, **kwargs)
@@ -144,18 +156,34 @@ def verification_set(eval_config):
   return source, np.arange(pairs), np.arange(pairs, 2 * pairs), issame
 
 
-def embed_source(embed, state, source, mesh, batch_size, image_size):
-  """L2-normalised, flip-summed embeddings of every image of ``source``."""
+def embed_source(embed, variables, source, mesh, batch_size, image_size,
+                 flip=True, progress=None):
+  """L2-normalised embeddings of every image of ``source``, (N, D) float32.
+
+  Args:
+    embed: :func:`facejax.training.step.make_embed`'s function.
+    variables: ``{'params', 'batch_stats'}`` of the backbone.
+    source: a random-access source (:mod:`facejax.data.sources`).
+    mesh: the device mesh; batches are split over all of its devices, the
+      last one padded and the padding masked out.
+    batch_size: images per global batch.
+    image_size: the model's input side.
+    flip: test-time augmentation: the sum of the embeddings of the image and
+      its mirror image (insightface's flip test).
+    progress: optional callable ``progress(images_done)``.
+  """
   features = None
   batches = pipeline.eval_dataset(source, batch_size, image_size=image_size,
-                                  flip=True)
+                                  flip=flip)
   batch_sharding = sharding.batch_sharding(mesh)
+  params, batch_stats = variables['params'], variables['batch_stats']
+  done = 0
   for batch in batches.as_numpy_iterator():
-    images = device.to_global(
-        dict(a=batch['image'], b=batch['image_flipped']), batch_sharding)
-    summed = (embed(state.params['backbone'], state.batch_stats, images['a'])
-              + embed(state.params['backbone'], state.batch_stats,
-                      images['b']))
+    views = dict(image=batch['image'])
+    if flip:
+      views['flipped'] = batch['image_flipped']
+    views = device.to_global(views, batch_sharding)
+    summed = sum(embed(params, batch_stats, view) for view in views.values())
     index, mask = batch['index'], batch['mask']
     if jax.process_count() > 1:  # every process gets the whole batch
       summed = multihost_utils.process_allgather(summed, tiled=True)
@@ -165,17 +193,49 @@ def embed_source(embed, state, source, mesh, batch_size, image_size):
     if features is None:
       features = np.zeros((source.num_examples, summed.shape[1]), np.float32)
     features[index[mask]] = summed[mask]
+    done += int(mask.sum())
+    if progress:
+      progress(done)
   return features / np.maximum(
       np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+def backbone_variables(state):
+  """The backbone's ``{'params', 'batch_stats'}`` in a train state."""
+  return dict(params=state.params['backbone'], batch_stats=state.batch_stats)
 
 
 def verification_accuracy(embed, state, verification, mesh, batch_size,
                           image_size):
   """LFW-protocol 10-fold accuracy of the current model on the pairs."""
   source, first, second, issame = verification
-  features = embed_source(embed, state, source, mesh, batch_size, image_size)
+  features = embed_source(embed, backbone_variables(state), source, mesh,
+                          batch_size, image_size)
   scores = np.sum(features[first] * features[second], axis=1)
   return synthetic.ten_fold_accuracy(scores, issame)[0]
+
+
+CONFIG_FILE = 'config.json'
+
+
+def save_config(config, workdir):
+  """Writes ``config`` as ``workdir/config.json`` (atomically)."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, CONFIG_FILE)
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  os.replace(path + '.tmp', path)
+
+
+def load_config(workdir):
+  """The config a run saved in ``workdir`` (:func:`save_config`)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'{path}: no training config here; pass the --workdir of a '
+        '`python -m train` run')
+  with open(path, encoding='utf-8') as f:
+    return ml_collections.ConfigDict(json.load(f))
 
 
 def restore_backbone(config, workdir, step=None, mesh=None):
@@ -186,7 +246,7 @@ def restore_backbone(config, workdir, step=None, mesh=None):
   every device), from the latest or the given step.
   """
   mesh = mesh or sharding.make_mesh()
-  model = _build_model(config)
+  model = build_model(config)
   size = config.data.image_size
   images = jnp.zeros((1, size, size, 3))
   abstract = jax.eval_shape(model.init, jax.random.key(0), images)
@@ -203,6 +263,26 @@ def restore_backbone(config, workdir, step=None, mesh=None):
   finally:
     checkpoints.close()
   return model, dict(params=params, batch_stats=batch_stats)
+
+
+def recluster(embed, state, source, mesh, config, step):
+  """LMLE's alternation: the state with every example's cluster refreshed.
+
+  k-means within each class (``loss.clusters_per_class``) on the current
+  model's embeddings of the whole training source; the draw is seeded by
+  (seed, step), so a resumed run re-clusters exactly as an uninterrupted
+  one.
+  """
+  features = embed_source(embed, backbone_variables(state), source, mesh,
+                          config.eval.batch_size, config.data.image_size)
+  clusters = clusters_lib.within_class_kmeans(
+      features, source.labels, config.loss.clusters_per_class,
+      num_classes=source.num_classes,
+      iterations=config.loss.get('cluster_iterations', 20),
+      seed=(config.seed, step))
+  assignments = jax.device_put(clusters.assignments,
+                               sharding.replicated(mesh))
+  return state.replace(extra=dict(state.extra, clusters=assignments))
 
 
 def _check_finite(pending, step):
@@ -232,18 +312,22 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
   check_config(config, len(devices), num_classes)
   mesh = mesh or sharding.make_mesh(model=model_axis_size(config,
                                                          len(devices)))
-  model = _build_model(config)
+  model = build_model(config)
   image_shape = (config.data.image_size, config.data.image_size, 3)
   key = jax.random.key(config.seed)
   objective = objectives.Objective(config.loss, num_classes,
                                    embedding_dim(model, image_shape),
-                                   class_shards=mesh.shape[sharding.MODEL])
+                                   class_shards=mesh.shape[sharding.MODEL],
+                                   num_examples=source.num_examples)
   optimizer, learning_rate = optim.build(config.optimizer, config.total_steps)
   first = jax.process_index() == 0  # the only process that writes
+  if first:  # what evaluation jobs rebuild the model from
+    save_config(config, workdir)
 
   with jax.set_mesh(mesh):
+    shard_backbone = config.get('mesh', {}).get('shard_backbone', False)
     abstract = state_lib.abstract_state(key, model, objective, optimizer,
-                                        image_shape, mesh)
+                                        image_shape, mesh, shard_backbone)
     checkpoints = checkpoint.Checkpointer(
         os.path.join(workdir, 'checkpoints'),
         keep_last=config.get('keep_last', 2),
@@ -254,7 +338,7 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
       shardings = jax.tree.map(lambda leaf: leaf.sharding, abstract)
     else:
       state, shardings = state_lib.create(key, model, objective, optimizer,
-                                          image_shape, mesh)
+                                          image_shape, mesh, shard_backbone)
     start = int(jax.device_get(state.step))
     train_step = step_lib.make_train_step(
         model, objective, optimizer, mesh, shardings,
@@ -273,7 +357,8 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
         identities_per_batch=balanced,
         images_per_identity=(config.data.images_per_identity
                              if balanced else None),
-        start_step=start, skipped=skipped, num_classes=num_classes)
+        start_step=start, skipped=skipped, num_classes=num_classes,
+        with_index=objective.needs_example_index)
     end = min(config.total_steps, stop_at or config.total_steps)
     batches = device.device_batches(
         dataset.take(max(end - start, 0)).as_numpy_iterator(),
@@ -285,6 +370,8 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
     step = start
     try:
       for batch in batches:
+        if objective.name == 'lmle' and step % config.loss.cluster_every == 0:
+          state = recluster(embed, state, source, mesh, config, step)
         state, metrics = train_step(state, batch)
         step += 1
         pending.append(metrics)

@@ -26,11 +26,17 @@ whole global batch:
   ``lifted``              generalised lifted structure (margin)
   ``contrastive``         DeepID2's verification loss over every pair of
                           the batch (margin)
+  ``lmle``                LMLE's triple-header hinge on quintuplets
+                          (Huang et al. 2016; margins (g1, g2, g3)): each
+                          example's cluster (k-means within its class,
+                          ``clusters_per_class``) is carried in the train
+                          state and refreshed by the loop every
+                          ``cluster_every`` steps with the model being
+                          trained (:mod:`facejax.training.clusters`)
 
 Metric-learning losses see L2-normalised embeddings (FaceNet's ||f|| = 1;
-``loss.normalise=False`` turns that off). Every loss takes float32 embeddings (the backbone may compute in bfloat16).
-LMLE's triple-header hinge needs cluster labels and is trained by the
-attribute job, not here.
+``loss.normalise=False`` turns that off). Every loss takes float32
+embeddings (the backbone may compute in bfloat16).
 """
 
 import jax
@@ -43,13 +49,14 @@ from facejax.losses import center
 from facejax.losses import class_parallel
 from facejax.losses import contrastive
 from facejax.losses import distances
+from facejax.losses import lmle
 from facejax.losses import sphereface
 from facejax.losses import triplet
 
 CLASSIFICATION = ('softmax', 'arcface', 'cosface', 'combined', 'sphereface',
                   'center')
 METRIC_LEARNING = ('triplet_batch_hard', 'triplet_soft', 'triplet_batch_all',
-                   'lifted', 'contrastive')
+                   'lifted', 'contrastive', 'lmle')
 NAMES = CLASSIFICATION + METRIC_LEARNING
 CLASS_WEIGHT_INIT_STD = 0.01  # insightface's normal(0, 0.01)
 
@@ -63,7 +70,8 @@ class Objective:
     needs_identity_balanced_batches: True for the metric-learning losses.
   """
 
-  def __init__(self, loss_config, num_classes, embedding_dim, class_shards=1):
+  def __init__(self, loss_config, num_classes, embedding_dim, class_shards=1,
+               num_examples=None):
     self.config = loss_config
     self.name = loss_config.name
     if self.name not in NAMES:
@@ -75,6 +83,15 @@ class Objective:
     # W gets C rounded up to a multiple of the class shards; the padding
     # columns are left out of the softmax (num_classes below).
     self.padded_classes = -(-num_classes // class_shards) * class_shards
+    self.num_examples = num_examples
+    if self.name == 'lmle' and not num_examples:
+      raise ValueError('loss.name=lmle keeps a cluster per training example: '
+                       'pass num_examples')
+
+  @property
+  def needs_example_index(self):
+    """True when batches must carry ``index`` (the examples' positions)."""
+    return self.name == 'lmle'
 
   @property
   def has_class_weights(self):
@@ -88,11 +105,15 @@ class Objective:
         key, (self.embedding_dim, self.padded_classes), jnp.float32))
 
   def init_extra(self):
-    """Non-learned state: {'centers': (C, D)} for center loss, else {}."""
-    if self.name != 'center':
-      return {}
-    return dict(centers=jnp.zeros((self.num_classes, self.embedding_dim),
-                                  jnp.float32))
+    """Non-learned state: {'centers': (C, D)} for center loss, {'clusters':
+    (N,) int32} (one cluster per class until the first clustering) for
+    LMLE, else {}."""
+    if self.name == 'center':
+      return dict(centers=jnp.zeros((self.num_classes, self.embedding_dim),
+                                    jnp.float32))
+    if self.name == 'lmle':
+      return dict(clusters=jnp.zeros((self.num_examples,), jnp.int32))
+    return {}
 
   def head_shardings(self, mesh):
     if not self.has_class_weights:
@@ -100,11 +121,11 @@ class Objective:
     return dict(class_weights=sharding.class_weight_sharding(mesh))
 
   def extra_shardings(self, mesh):
-    if self.name != 'center':
-      return {}
-    return dict(centers=NamedSharding(mesh, P()))
+    return {name: NamedSharding(mesh, P()) for name in
+            jax.eval_shape(self.init_extra)}
 
-  def __call__(self, embeddings, labels, head, extra, step, mesh, rng=None):
+  def __call__(self, embeddings, labels, head, extra, step, mesh, rng=None,
+               indices=None):
     """(loss, new extra state, metrics) for one global batch.
 
     Args:
@@ -115,6 +136,7 @@ class Objective:
       step: the optimizer step (for annealed schedules).
       mesh: the device mesh.
       rng: PRNG key for Partial FC's column sampling.
+      indices: (N,) the examples' positions in the training source (LMLE).
     """
     c = self.config
     name = self.name
@@ -151,6 +173,8 @@ class Objective:
       everywhere = NamedSharding(mesh, P())
       embeddings = jax.reshard(embeddings, everywhere)
       labels = jax.reshard(labels, everywhere)
+      if indices is not None:
+        indices = jax.reshard(indices, everywhere)
     if name in METRIC_LEARNING and c.get('normalise', True):
       embeddings = distances.l2_normalize(embeddings)  # FaceNet's ||f|| = 1
     if name == 'center':
@@ -174,4 +198,15 @@ class Objective:
       loss = contrastive.contrastive_loss(
           embeddings[first], embeddings[second],
           labels[first] == labels[second], c.margin)
+    elif name == 'lmle':
+      if indices is None:
+        raise ValueError('loss.name=lmle needs batches with the examples\' '
+                         'index (train_dataset(with_index=True))')
+      quintuplets = lmle.quintuplet_indices(
+          embeddings, labels, extra['clusters'][indices])
+      loss = lmle.triple_header_hinge_loss(
+          embeddings, *(embeddings[i] for i in quintuplets[:4]),
+          margins=tuple(c.margins), valid=quintuplets.valid)
+      metrics['valid_quintuplets'] = jnp.mean(
+          quintuplets.valid.astype(jnp.float32))
     return loss, extra, metrics

@@ -22,8 +22,9 @@ class Progress:
   """``step 120/400 [====>    ] loss 9.97 lr 0.08 812 img/s ETA 3:12``."""
 
   def __init__(self, total_steps, start_step, images_per_step, enabled=True,
-               stream=None, width=24):
+               stream=None, width=24, unit='step'):
     self.total, self.start = total_steps, start_step
+    self.unit = unit
     self.images_per_step = images_per_step
     self.enabled = enabled
     self.stream = stream or sys.stderr
@@ -46,7 +47,7 @@ class Progress:
     steps_per_second = (step - self.start) / max(now - self.begin, 1e-9)
     left = (self.total - step) / max(steps_per_second, 1e-9)
     shown = ' '.join(f'{k} {v:.4g}' for k, v in metrics.items())
-    print(f'step {step}/{self.total} [{bar}] {shown} {rate:,.0f} img/s '
+    print(f'{self.unit} {step}/{self.total} [{bar}] {shown} {rate:,.0f} img/s '
           f'ETA {_format_duration(left)}', file=self.stream, flush=True)
     return rate
 

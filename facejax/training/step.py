@@ -60,28 +60,30 @@ def make_train_step(model, objective, optimizer, mesh, state_shardings,
     compute_dtype: the backbone's compute dtype (float32 or bfloat16).
     micro_batches: gradient accumulation: split each batch in this many.
   """
-  def loss_and_grads(params, batch_stats, extra, step, rng, images, labels):
+  def loss_and_grads(params, batch_stats, extra, step, rng, images, labels,
+                     indices):
     def loss_fn(params):
       embeddings, new_stats = _backbone(
           model, mesh, compute_dtype, params['backbone'], batch_stats,
           images, rng, train=True)
       loss, new_extra, metrics = objective(
           embeddings, labels, params['head'], extra, step, mesh,
-          rng=jax.random.fold_in(rng, 1))
+          rng=jax.random.fold_in(rng, 1), indices=indices)
       return loss, (new_stats, new_extra, metrics)
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
   def train_step(state, batch):
     rng, step_rng = jax.random.split(state.rng)
     images, labels = batch['image'], batch['label']
+    indices = batch.get('index')  # the examples' positions (LMLE)
     if micro_batches == 1:
       (loss, (batch_stats, extra, metrics)), grads = loss_and_grads(
           state.params, state.batch_stats, state.extra, state.step,
-          step_rng, images, labels)
+          step_rng, images, labels, indices)
     else:
       parts = jax.tree.map(
           lambda x: x.reshape((micro_batches, -1) + x.shape[1:]),
-          (images, labels))
+          (images, labels, indices))
 
       def accumulate(carry, part):
         batch_stats, extra, grad_sum, loss_sum, index = carry

@@ -90,6 +90,12 @@ def test_tfrecords_source_eval_and_train(converted):
                            images_per_identity=2)
 
 
+def test_tfrecords_have_no_example_index(converted):
+  source = sources.open_source(str(converted[1]))
+  with pytest.raises(ValueError, match='with_index needs random access'):
+    pipeline.train_dataset(source, 4, with_index=True)
+
+
 def test_tfrecords_sharded_over_processes(converted):
   _, destination, numbers, _ = converted
   source = sources.TFRecords(destination)

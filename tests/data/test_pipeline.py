@@ -152,6 +152,17 @@ def test_identity_balanced_batches(memory_source):
   assert set(seen) == set(range(6))  # every identity comes up
 
 
+@pytest.mark.parametrize('balanced', [False, True])
+def test_with_index_gives_each_example_position(memory_source, balanced):
+  pk = dict(identities_per_batch=3, images_per_identity=2) if balanced else {}
+  got = batches(pipeline.train_dataset(
+      memory_source, 6, seed=5, image_size=SIZE, process=one(),
+      with_index=True, **pk), 4)
+  for b in got:
+    assert b['index'].dtype == np.int32
+    np.testing.assert_array_equal(b['index'], identify(b['image'])[0])
+
+
 def test_identity_balanced_batches_split_over_processes(memory_source):
   parts = [batches(pipeline.train_dataset(
       memory_source, 8, seed=4, image_size=SIZE, process=one(i, 2),

@@ -19,10 +19,11 @@ def test_config_checks_and_builds(name):
   config = importlib.import_module(f'train.configs.{name}').get_config()
   classes = 85_742 if 'ms1mv2' in name else 10_572  # MS1MV2 or CASIA
   loop.check_config(config, num_devices=8, num_classes=classes)
-  model = loop._build_model(config)  # pylint: disable=protected-access
+  model = loop.build_model(config)
   size = config.data.image_size
   dim = loop.embedding_dim(model, (size, size, 3))
-  objective = objectives.Objective(config.loss, classes, dim)
+  objective = objectives.Objective(config.loss, classes, dim,
+                                   num_examples=20 * classes)
   head = jax.eval_shape(objective.init_head, jax.random.key(0))
   if objective.has_class_weights:
     assert head['class_weights'].shape == (dim, classes)

@@ -68,6 +68,39 @@ def test_metric_losses_need_identity_balanced_batches(tmp_path):
     loop.train(config, str(tmp_path), log=False)
 
 
+def lmle_config(**overrides):
+  config = tiny_config(total_steps=5, **{
+      'data.identities_per_batch': 4, 'data.images_per_identity': 4},
+                       **overrides)
+  config.loss = dict(name='lmle', margins=(0.1, 0.1, 0.1),
+                     clusters_per_class=2, cluster_every=2)
+  return config
+
+
+def test_lmle_reclusters_and_resumes_exactly(tmp_path):
+  whole = loop.train(lmle_config(), str(tmp_path / 'whole'), log=False)
+  loop.train(lmle_config(), str(tmp_path / 'parts'), log=False, stop_at=3)
+  rest = loop.train(lmle_config(), str(tmp_path / 'parts'), log=False)
+  for a, b in zip(leaves(rest.state), leaves(whole.state)):
+    np.testing.assert_array_equal(a, b)
+  assert [h['loss'] for h in rest.history] == [
+      h['loss'] for h in whole.history[3:]]
+  clusters = np.asarray(whole.state.extra['clusters'])
+  labels = whole.source.labels
+  # Global cluster ids c * 2 + {0, 1}: each identity split in two.
+  np.testing.assert_array_equal(clusters // 2, labels)
+  for label in range(16):
+    assert len(set(clusters[labels == label])) == 2
+  assert all(0 < h['valid_quintuplets'] <= 1 for h in whole.history)
+
+
+def test_lmle_config_errors(tmp_path):
+  config = lmle_config()
+  config.loss.cluster_every = 0
+  with pytest.raises(loop.ConfigError, match='loss.cluster_every'):
+    loop.train(config, str(tmp_path), log=False)
+
+
 def test_resume_on_another_mesh(tmp_path):
   # Written by the (8 data x 1 model) mesh, resumed on (1 x 8): W split over
   # 8 devices; the last step's result matches an uninterrupted run.
@@ -86,7 +119,9 @@ def test_resume_on_another_mesh(tmp_path):
 
 def test_restore_backbone_only(tmp_path):
   run = loop.train(tiny_config(total_steps=2), str(tmp_path), log=False)
-  model, variables = loop.restore_backbone(tiny_config(), str(tmp_path))
+  saved = loop.load_config(str(tmp_path))  # the config the run wrote
+  assert saved.model.kwargs.stage_features == [4, 4, 8, 8]
+  model, variables = loop.restore_backbone(saved, str(tmp_path))
   for a, b in zip(leaves(variables['params']),
                   leaves(run.state.params['backbone'])):
     np.testing.assert_array_equal(a, b)
@@ -95,6 +130,11 @@ def test_restore_backbone_only(tmp_path):
     np.testing.assert_array_equal(a, b)
   images = np.zeros((2, 32, 32, 3), np.float32)
   assert model.apply(variables, images).shape == (2, 8)
+
+
+def test_load_config_names_the_missing_file(tmp_path):
+  with pytest.raises(FileNotFoundError, match='config.json'):
+    loop.load_config(str(tmp_path))
 
 
 def test_in_training_verification_is_recorded_and_kept_best(tmp_path):

@@ -18,7 +18,9 @@ def get_config(arg=None):
   c.micro_batches = 1
   c.compute_dtype = 'float32'
   c.num_classes = 0  # 0: as many as the data has
-  c.mesh = dict(model=1)  # devices on the class axis; data = the rest
+  # model: devices on the class axis (-1: all); data = the rest.
+  # shard_backbone: FSDP, large backbone parameters split over all devices.
+  c.mesh = dict(model=1, shard_backbone=False)
 
   c.data = ml_collections.ConfigDict()
   c.data.source = 'synthetic'  # or an image folder, a .rec, a TFRecords dir
