@@ -66,6 +66,8 @@ import zlib
 
 import numpy as np
 
+from facejax.metrics import verification
+
 IMAGE_SIZE = 112
 EVAL_FIRST_IDENTITY = 100_000
 # Domain tags of the seed streams (SeedSequence spawn keys).
@@ -1129,21 +1131,6 @@ def export_image_folder(root, num_identities, images_per_identity, seed=0,
 # Baseline.
 
 
-def _fold_accuracy(train_scores, train_same, test_scores, test_same):
-  """Accuracy on the test fold at the threshold best on the train folds."""
-  order = np.argsort(train_scores, kind='stable')
-  scores, same = train_scores[order], train_same[order]
-  # Splitting before sorted pair i calls pairs i, i + 1, ... the same; only
-  # splits between distinct scores are thresholds.
-  correct = (np.concatenate([[0], np.cumsum(~same)])
-             + np.concatenate([np.cumsum(same[::-1])[::-1], [0]]))
-  valid = np.concatenate([[True], scores[1:] > scores[:-1], [True]])
-  candidates = np.concatenate([[scores[0] - 1], (scores[1:] + scores[:-1]) / 2,
-                               [scores[-1] + 1]])
-  threshold = candidates[np.argmax(np.where(valid, correct, -1))]
-  return np.mean((test_scores > threshold) == test_same)
-
-
 def raw_pixel_verification_accuracy(images_a, images_b, issame, folds=10):
   """The raw-pixel baseline: LFW-protocol accuracy of pixel cosine similarity.
 
@@ -1184,21 +1171,18 @@ def ten_fold_accuracy(scores, issame, folds=10):
 
   The pairs are split into ``folds`` contiguous folds (as LFW's ten folds of
   600); each fold is classified at the threshold that maximises accuracy on
-  the other folds.
+  the other folds: facejax.metrics.verification.evaluate, whose module doc
+  gives the threshold rule.
 
   Returns:
     (mean, std) of the per-fold accuracies.
+
+  Raises:
+    ValueError: as evaluate (N < folds, folds < 2, a single class, ...).
   """
-  scores = np.asarray(scores, np.float64).reshape(-1)
-  issame = np.asarray(issame, bool).reshape(-1)
-  if len(scores) != len(issame) or len(scores) < folds or folds < 2:
-    raise ValueError(f'need N >= folds >= 2 pairs, got {len(scores)} scores, '
-                     f'{len(issame)} labels, {folds} folds')
-  fold = np.arange(len(scores)) * folds // len(scores)
-  accuracies = [
-      _fold_accuracy(scores[fold != k], issame[fold != k], scores[fold == k],
-                     issame[fold == k]) for k in range(folds)]
-  return float(np.mean(accuracies)), float(np.std(accuracies))
+  result = verification.evaluate(np.ravel(scores), np.ravel(issame),
+                                 n_folds=folds)
+  return result['accuracy_mean'], result['accuracy_std']
 
 
 # Command line.

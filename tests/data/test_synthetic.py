@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from facejax.data import synthetic
+from facejax.metrics import verification
 
 SIZE = synthetic.IMAGE_SIZE
 
@@ -156,9 +157,9 @@ def test_raw_pixel_accuracy_on_known_pairs():
   assert mean == 1 and std == 0
   # Tied scores cannot be split: below the first tie or above the last.
   # (Splitting inside the ties would score 3 of 4 on these train folds.)
-  assert synthetic._fold_accuracy(
-      np.ones(4), np.array([False, True, False, True]), np.ones(2),
-      np.array([True, True])) == 1
+  threshold = verification.best_accuracy_threshold(
+      np.ones(4), np.array([False, True, False, True]))
+  assert verification.predict_same(np.ones(2), threshold).all()
   with pytest.raises(ValueError, match='folds'):
     synthetic.raw_pixel_verification_accuracy(a[:5], b[:5], issame[:5])
 

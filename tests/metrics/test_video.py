@@ -1,0 +1,177 @@
+"""Tests of facejax.metrics.video (and the PNG of facejax.metrics.plots).
+
+video_embedding and pair_scores are checked against plain loops over
+frames and coordinates (python floats and math), with and without frame
+subsampling; save_roc must write a PNG file.
+"""
+import math
+
+import hypothesis
+from hypothesis import strategies as st
+import numpy as np
+import pytest
+
+from facejax.metrics import plots
+from facejax.metrics import verification
+from facejax.metrics import video
+
+# ----------------------------------------------------------------------------
+# Brute-force references.
+# ----------------------------------------------------------------------------
+
+
+def ref_normalise(vector):
+  norm = math.sqrt(sum(float(x) ** 2 for x in vector))
+  return [float(x) / max(norm, 1e-12) for x in vector]
+
+
+def ref_dot(u, v):
+  return sum(a * b for a, b in zip(u, v))
+
+
+def ref_kept(frames, max_frames):
+  """Frames at floor((2 i + 1) F / (2 k)), i < k, when k < F."""
+  count = len(frames)
+  if max_frames is None or max_frames >= count:
+    return list(frames)
+  return [frames[(2 * i + 1) * count // (2 * max_frames)]
+          for i in range(max_frames)]
+
+
+def ref_embedding(frames, max_frames=None):
+  kept = [ref_normalise(f) for f in ref_kept(frames, max_frames)]
+  mean = [sum(f[d] for f in kept) / len(kept) for d in range(len(kept[0]))]
+  return ref_normalise(mean)
+
+
+def ref_mean_pairwise(frames_a, frames_b, max_frames=None):
+  kept_a = [ref_normalise(f) for f in ref_kept(frames_a, max_frames)]
+  kept_b = [ref_normalise(f) for f in ref_kept(frames_b, max_frames)]
+  total = 0.0
+  for x in kept_a:
+    for y in kept_b:
+      total += ref_dot(x, y)
+  return total / (len(kept_a) * len(kept_b))
+
+
+def random_video(rng, frames, dim=5):
+  return rng.normal(size=(frames, dim)) * rng.uniform(0.1, 10)
+
+
+# ----------------------------------------------------------------------------
+# video_embedding and pair_scores.
+# ----------------------------------------------------------------------------
+
+
+@hypothesis.given(st.integers(0, 2**32 - 1), st.integers(1, 12),
+                  st.one_of(st.none(), st.integers(1, 15)))
+def test_video_embedding_matches_reference(seed, frames, max_frames):
+  features = random_video(np.random.default_rng(seed), frames)
+  got = video.video_embedding(features, max_frames)
+  np.testing.assert_allclose(got, ref_embedding(features, max_frames),
+                             rtol=1e-12, atol=1e-14)
+  assert got.shape == (5,) and got.dtype == np.float64
+  assert np.linalg.norm(got) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_video_embedding_weighs_frames_not_norms():
+  # A long frame does not dominate: the directions are averaged.
+  features = np.array([[100.0, 0.0], [0.0, 0.01]])
+  np.testing.assert_allclose(video.video_embedding(features),
+                             [math.sqrt(0.5)] * 2)
+  # One frame: its own direction. Zero frames cancel nothing: zero stays 0.
+  np.testing.assert_allclose(video.video_embedding([[3.0, 4.0]]), [0.6, 0.8])
+  np.testing.assert_array_equal(video.video_embedding(np.zeros((3, 2))),
+                                [0.0, 0.0])
+
+
+@hypothesis.given(st.integers(0, 2**32 - 1),
+                  st.sampled_from(video.MODES),
+                  st.one_of(st.none(), st.integers(1, 6)))
+def test_pair_scores_match_reference(seed, mode, max_frames):
+  rng = np.random.default_rng(seed)
+  videos_a = [random_video(rng, rng.integers(1, 9)) for _ in range(4)]
+  videos_b = [random_video(rng, rng.integers(1, 9)) for _ in range(4)]
+  got = video.pair_scores(videos_a, videos_b, mode, max_frames)
+  if mode == 'mean_embedding':
+    expected = [ref_dot(ref_embedding(a, max_frames),
+                        ref_embedding(b, max_frames))
+                for a, b in zip(videos_a, videos_b)]
+  else:
+    expected = [ref_mean_pairwise(a, b, max_frames)
+                for a, b in zip(videos_a, videos_b)]
+  np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+  assert np.all(np.abs(got) <= 1 + 1e-12)
+
+
+def test_pair_scores_of_a_video_with_itself():
+  rng = np.random.default_rng(0)
+  clip = random_video(rng, 6)
+  assert video.pair_scores([clip], [clip])[0] == pytest.approx(1.0)
+  # The mean pairwise cosine is 1 only for frames all alike.
+  assert video.pair_scores([clip], [clip], 'mean_pairwise')[0] < 0.9
+  still = np.tile(clip[:1], (4, 1)) * np.arange(1, 5)[:, None]
+  assert video.pair_scores([still], [still[:2]], 'mean_pairwise')[0] == (
+      pytest.approx(1.0))
+
+
+def test_pair_scores_feed_evaluate():
+  # Identities as directions: same-identity videos score higher.
+  rng = np.random.default_rng(1)
+  identities = rng.normal(size=(20, 8))
+  first, second, issame = [], [], []
+  for pair in range(40):
+    a = pair % 20
+    b = a if pair % 2 == 0 else (a + 1) % 20
+    first.append(identities[a] + 0.3 * rng.normal(size=(5, 8)))
+    second.append(identities[b] + 0.3 * rng.normal(size=(7, 8)))
+    issame.append(a == b)
+  for mode in video.MODES:
+    scores = video.pair_scores(first, second, mode)
+    result = verification.evaluate(scores, issame, n_folds=4)
+    assert result['accuracy_mean'] > 0.9, mode
+
+
+def test_video_bad_input():
+  with pytest.raises(ValueError, match='F, D'):
+    video.video_embedding(np.zeros(4))
+  with pytest.raises(ValueError, match='F, D'):
+    video.video_embedding(np.zeros((0, 4)))
+  with pytest.raises(ValueError, match='finite'):
+    video.video_embedding([[np.nan, 1.0]])
+  with pytest.raises(ValueError, match='max_count'):
+    video.video_embedding(np.ones((3, 2)), max_frames=0)
+  with pytest.raises(ValueError, match='mode'):
+    video.pair_scores([np.ones((1, 2))], [np.ones((1, 2))], 'max')
+  with pytest.raises(ValueError, match='as many videos'):
+    video.pair_scores([np.ones((1, 2))], [])
+  with pytest.raises(ValueError, match='one feature dimension'):
+    video.pair_scores([np.ones((1, 2))], [np.ones((1, 3))])
+
+
+# ----------------------------------------------------------------------------
+# plots.save_roc.
+# ----------------------------------------------------------------------------
+
+
+def test_save_roc_writes_a_png(tmp_path):
+  rng = np.random.default_rng(2)
+  issame = rng.random(400) < 0.5
+  scores = rng.normal(issame * 2.0, 1.0)
+  result = verification.evaluate(scores, issame)
+  fpr, tpr, _ = verification.roc_curve(-scores, issame)
+  path = str(tmp_path / 'plots' / 'nested' / 'roc.png')
+  curves = {'model': dict(result['roc'], auc=result['auc']),
+            'reversed': (fpr, tpr),
+            'chance': ([0.0, 1e-3, 1.0], [0.0, 1e-3, 1.0], 0.5)}
+  assert plots.save_roc(path, curves, title='synthetic') == path
+  with open(path, 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  linear = str(tmp_path / 'linear.png')
+  plots.save_roc(linear, {'model': result['roc']}, log_far=False)
+  with open(linear, 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  with pytest.raises(ValueError, match='at least one curve'):
+    plots.save_roc(linear, {})
+  with pytest.raises(ValueError, match='one shape'):
+    plots.save_roc(linear, {'bad': ([0.0, 1.0], [1.0])})
