@@ -1,0 +1,85 @@
+"""Embed image files with a trained run's backbone.
+
+    python -m eval.extract --checkpoint runs/default --images faces/ \\
+        --out runs/default/features/faces [--no-flip] [--step N]
+
+``--images`` is a folder (every image under it, sorted by path) or a text
+file with one image path per line (relative paths are taken from
+``--root``, default the list's folder; ``#`` starts a comment). Writes
+``features.npy`` (N, D) float32 L2-normalised, ``files.txt`` and
+``extract.json`` into ``--out``; an interrupted run resumes where it
+stopped (blocks of ``--block-size`` images).
+"""
+
+import argparse
+import os
+import sys
+
+from facejax import inference
+from facejax.data import sources
+
+
+def image_paths(images, root=None):
+  """The image files of a folder (recursive, sorted) or of a list file."""
+  if os.path.isdir(images):
+    found = []
+    for folder, _, files in os.walk(images):
+      found.extend(os.path.join(folder, f) for f in files
+                   if f.lower().endswith(sources.IMAGE_EXTENSIONS))
+    if not found:
+      raise ValueError(f'{images}: no image files under it')
+    return sorted(found)
+  if not os.path.isfile(images):
+    raise FileNotFoundError(f'{images}: neither a folder nor a list file')
+  root = root or os.path.dirname(os.path.abspath(images))
+  paths = []
+  with open(images, encoding='utf-8') as f:
+    for line in f:
+      line = line.split('#', 1)[0].strip()
+      if line:
+        paths.append(os.path.join(root, line))
+  if not paths:
+    raise ValueError(f'{images}: the list names no image')
+  return paths
+
+
+def add_checkpoint_flags(parser):
+  """The flags every evaluation job shares: which run, how to embed."""
+  parser.add_argument('--checkpoint', required=True,
+                      help='the --workdir of a `python -m train` run')
+  parser.add_argument('--step', type=int, default=None,
+                      help='checkpoint step (default: the latest)')
+  parser.add_argument('--batch-size', type=int, default=None,
+                      help='images per batch over all devices')
+  parser.add_argument('--no-flip', dest='flip', action='store_false',
+                      help='no flip test-time augmentation')
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog='python -m eval.extract',
+                                   description=__doc__.split('\n')[0])
+  add_checkpoint_flags(parser)
+  parser.add_argument('--images', required=True,
+                      help='a folder of images or a list file')
+  parser.add_argument('--root', default=None,
+                      help='folder that relative paths of a list start from')
+  parser.add_argument('--out', required=True, help='output folder')
+  parser.add_argument('--block-size', type=int, default=10_000)
+  args = parser.parse_args(argv)
+  try:
+    paths = image_paths(args.images, args.root)
+    embedder = inference.Embedder.from_workdir(
+        args.checkpoint, args.step, batch_size=args.batch_size)
+    features = inference.extract(embedder, paths, args.out, flip=args.flip,
+                                 block_size=args.block_size)
+  except (FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  print(f'{features.shape[0]} features of dimension {features.shape[1]} '
+        f'(step {embedder.step}) in '
+        f'{os.path.join(args.out, inference.FEATURES_FILE)}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,197 @@
+"""Embeddings from a trained run: restore the backbone, embed, write features.
+
+    embedder = inference.Embedder.from_workdir('runs/default')
+    features = embedder.embed(source)          # (N, D) float32, L2-normalised
+    inference.extract(embedder, paths, 'runs/default/features/lfw')
+
+The backbone is restored alone (not the class weights or the optimizer
+state) from the run's orbax checkpoint, replicated over every local device;
+batches are split over all devices, the last one padded and masked, and
+with ``flip`` each embedding is the sum of the image's and its mirror
+image's (insightface's flip test) before L2 normalisation.
+"""
+
+import hashlib
+import json
+import os
+
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import numpy as np
+
+from facejax import sharding
+from facejax.data import pipeline
+from facejax.data import sources
+from facejax.training import loop
+from facejax.training import observe
+from facejax.training import step as step_lib
+
+DEFAULT_BATCH_SIZE = 256
+FEATURES_FILE = 'features.npy'
+FILES_FILE = 'files.txt'
+MANIFEST_FILE = 'extract.json'
+
+
+class Embedder:
+  """A restored backbone and its jitted embedding function.
+
+  Attributes:
+    config: the run's training config.
+    model, variables: the backbone and its ``{'params', 'batch_stats'}``.
+    mesh: the devices it runs on.
+    batch_size: images per global batch.
+    step: the checkpoint step (when restored from a workdir).
+  """
+
+  def __init__(self, config, model, variables, mesh, batch_size=None,
+               step=None):
+    self.config, self.model, self.variables = config, model, variables
+    self.mesh, self.step = mesh, step
+    self.batch_size = batch_size or DEFAULT_BATCH_SIZE
+    if self.batch_size % mesh.size:
+      self.batch_size += mesh.size - self.batch_size % mesh.size
+    self._embed = step_lib.make_embed(model, mesh, jnp.dtype(
+        config.get('compute_dtype', 'float32')))
+
+  @classmethod
+  def from_workdir(cls, workdir, step=None, mesh=None, batch_size=None):
+    """The backbone of the run in ``workdir`` (latest or given step)."""
+    config = loop.load_config(workdir)
+    mesh = mesh or sharding.make_mesh()
+    checkpoints = os.path.join(workdir, 'checkpoints')
+    if step is None:
+      steps = [int(n) for n in os.listdir(checkpoints) if n.isdigit()] if (
+          os.path.isdir(checkpoints)) else []
+      if not steps:
+        raise FileNotFoundError(f'{checkpoints}: no checkpoint in it')
+      step = max(steps)
+    model, variables = loop.restore_backbone(config, workdir, step, mesh)
+    return cls(config, model, variables, mesh, batch_size, step)
+
+  @property
+  def image_size(self):
+    return self.config.data.image_size
+
+  def embed(self, source, flip=True, progress=True):
+    """(N, D) float32 L2-normalised embeddings of every image of ``source``.
+
+    Args:
+      source: a random-access source (:class:`facejax.data.sources.
+        ImageFiles`, ``InMemory``, ...).
+      flip: add the mirror image's embedding before normalising.
+      progress: print a progress line (process 0 only).
+    """
+    bar = observe.Progress(source.num_examples, 0, 1, unit='images',
+                           enabled=progress and jax.process_index() == 0)
+    with jax.set_mesh(self.mesh):
+      return loop.embed_source(
+          self._embed, self.variables, source, self.mesh, self.batch_size,
+          self.image_size, flip=flip,
+          progress=lambda done: bar.update(done, {}))
+
+
+def raw_pixel_features(source, image_size, batch_size=DEFAULT_BATCH_SIZE):
+  """The raw-pixel baseline's features: (N, S * S * 3) float32.
+
+  Each image at the model's input size, flattened, minus the mean image of
+  the set, L2-normalised: cosine similarity of raw pixels, the baseline
+  every learned embedding is compared with. Memory is N * S * S * 3 floats.
+  """
+  rows = np.zeros((source.num_examples, image_size * image_size * 3),
+                  np.float32)
+  batches = pipeline.eval_dataset(source, batch_size, image_size=image_size,
+                                  process=pipeline.ProcessShard(0, 1))
+  for batch in batches.as_numpy_iterator():
+    mask = batch['mask']
+    rows[batch['index'][mask]] = batch['image'][mask].reshape(mask.sum(), -1)
+  rows -= rows.mean(axis=0, dtype=np.float64).astype(np.float32)
+  rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+  return rows
+
+
+def _fingerprint(paths):
+  digest = hashlib.sha256()
+  for path in paths:
+    digest.update(os.fspath(path).encode() + b'\n')
+  return digest.hexdigest()
+
+
+def extract(embedder, paths, out_dir, flip=True, block_size=10_000,
+            progress=True):
+  """Embeds image files into ``out_dir``; resumable for large sets.
+
+  Writes ``features.npy`` ((N, D) float32, row i the embedding of
+  ``paths[i]``), ``files.txt`` (the paths, one per line) and
+  ``extract.json`` (checkpoint, flip, count). Work goes in blocks of
+  ``block_size`` images, each saved to ``blocks/NNNNNN.npy`` as it is
+  done: a rerun after an interruption skips the finished blocks. A rerun
+  with other paths, another checkpoint step or another flip setting is
+  refused rather than mixed.
+
+  Returns:
+    The (N, D) features (a read-only memory map of ``features.npy``).
+  """
+  paths = [os.fspath(p) for p in paths]
+  if not paths:
+    raise ValueError('extract: no image paths given')
+  sources.ImageFiles(paths)  # every file exists, or name the first missing
+  os.makedirs(os.path.join(out_dir, 'blocks'), exist_ok=True)
+  manifest = dict(files=len(paths), paths_sha256=_fingerprint(paths),
+                  flip=bool(flip), step=embedder.step,
+                  image_size=embedder.image_size, block_size=block_size)
+  manifest_path = os.path.join(out_dir, MANIFEST_FILE)
+  if os.path.exists(manifest_path):
+    with open(manifest_path, encoding='utf-8') as f:
+      previous = json.load(f)
+    different = {k: (previous.get(k), v) for k, v in manifest.items()
+                 if previous.get(k) != v}
+    if different:
+      raise ValueError(
+          f'{manifest_path}: this directory holds features of another '
+          f'extraction ({different}); use a new --out directory')
+  with open(manifest_path, 'w', encoding='utf-8') as f:
+    json.dump(manifest, f, indent=2)
+  blocks = range(0, len(paths), block_size)
+  for number, start in enumerate(blocks):
+    block_path = os.path.join(out_dir, 'blocks', f'{number:06d}.npy')
+    if os.path.exists(block_path):
+      continue
+    if progress and jax.process_index() == 0 and len(blocks) > 1:
+      print(f'block {number + 1}/{len(blocks)}', flush=True)
+    features = embedder.embed(sources.ImageFiles(
+        paths[start:start + block_size], check_exists=False), flip=flip,
+                              progress=progress)
+    if jax.process_index() == 0:
+      np.save(block_path + '.tmp.npy', features, allow_pickle=False)
+      os.replace(block_path + '.tmp.npy', block_path)
+  features_path = os.path.join(out_dir, FEATURES_FILE)
+  if jax.process_index() == 0:
+    first = np.load(os.path.join(out_dir, 'blocks', '000000.npy'))
+    merged = np.lib.format.open_memmap(
+        features_path + '.tmp.npy', mode='w+', dtype=np.float32,
+        shape=(len(paths), first.shape[1]))
+    for number, start in enumerate(blocks):
+      merged[start:start + block_size] = np.load(
+          os.path.join(out_dir, 'blocks', f'{number:06d}.npy'),
+          allow_pickle=False)
+    merged.flush()
+    del merged
+    os.replace(features_path + '.tmp.npy', features_path)
+    with open(os.path.join(out_dir, FILES_FILE), 'w', encoding='utf-8') as f:
+      f.write(''.join(p + '\n' for p in paths))
+  if jax.process_count() > 1:  # the others read what process 0 wrote
+    multihost_utils.sync_global_devices('facejax.inference.extract')
+  return np.load(features_path, mmap_mode='r', allow_pickle=False)
+
+
+def load_features(out_dir):
+  """(features, paths) written by :func:`extract`."""
+  features = np.load(os.path.join(out_dir, FEATURES_FILE), mmap_mode='r',
+                     allow_pickle=False)
+  with open(os.path.join(out_dir, FILES_FILE), encoding='utf-8') as f:
+    paths = f.read().splitlines()
+  if len(paths) != len(features):
+    raise ValueError(f'{out_dir}: {len(features)} features but '
+                     f'{len(paths)} paths in {FILES_FILE}')
+  return features, paths
