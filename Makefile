@@ -15,7 +15,7 @@ $(INSTALLED): setup.cfg pyproject.toml
 	touch $@
 
 demo: $(INSTALLED)
-	$(VENV_PYTHON) -m train.loss_demo
+	$(VENV_PYTHON) -m train.demo
 
 test: $(INSTALLED)
 	$(VENV_PYTHON) -m pytest  # tests/conftest.py sets 8 simulated CPU devices

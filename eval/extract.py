@@ -43,9 +43,9 @@ def image_paths(images, root=None):
   return paths
 
 
-def add_checkpoint_flags(parser):
+def add_checkpoint_flags(parser, required=True):
   """The flags every evaluation job shares: which run, how to embed."""
-  parser.add_argument('--checkpoint', required=True,
+  parser.add_argument('--checkpoint', required=required,
                       help='the --workdir of a `python -m train` run')
   parser.add_argument('--step', type=int, default=None,
                       help='checkpoint step (default: the latest)')

@@ -40,6 +40,17 @@ def write_json(path, report):
   return path
 
 
+def read_json(path):
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def read_jsonl(path):
+  """The records of a JSON-lines file (``metrics.jsonl``)."""
+  with open(path, encoding='utf-8') as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
 def markdown_table(header, rows):
   """A markdown table of ``rows`` (sequences of cells, already strings)."""
   lines = ['| ' + ' | '.join(header) + ' |',

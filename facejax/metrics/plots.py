@@ -30,6 +30,50 @@ def _curve(name, curve):
   return fpr, tpr, auc
 
 
+def _figure():
+  """A figure on matplotlib's Agg canvas (no pyplot) and its axes."""
+  from matplotlib.backends import backend_agg
+  from matplotlib import figure
+
+  fig = figure.Figure(figsize=(6, 5))
+  backend_agg.FigureCanvasAgg(fig)
+  return fig, fig.add_subplot()
+
+
+def _save(fig, path):
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, format='png', dpi=100)
+  return path
+
+
+def save_cmc(path, curves, title=None):
+  """Writes CMC curves (identification rate against rank) to a PNG file.
+
+  Args:
+    path: the PNG file; its folder is created if needed.
+    curves: dict name -> rates at ranks 1, 2, ... (e.g. one per MegaFace
+      distractor size).
+    title: optional figure title.
+
+  Returns:
+    ``path``.
+  """
+  if not curves:
+    raise ValueError('save_cmc needs at least one curve')
+  fig, axes = _figure()
+  for name, rates in curves.items():
+    rates = np.asarray(rates, np.float64)
+    axes.plot(np.arange(1, len(rates) + 1), rates, marker='o', label=name)
+  axes.set_ylim(0, 1.01)
+  axes.set_xlabel('rank')
+  axes.set_ylabel('identification rate')
+  if title:
+    axes.set_title(title)
+  axes.grid(True, alpha=0.3)
+  axes.legend(loc='lower right')
+  return _save(fig, path)
+
+
 def save_roc(path, curves, title=None, log_far=True):
   """Writes ROC curves (TAR against FAR) to a PNG file.
 
@@ -47,15 +91,10 @@ def save_roc(path, curves, title=None, log_far=True):
   Returns:
     ``path``.
   """
-  from matplotlib.backends import backend_agg
-  from matplotlib import figure
-
   if not curves:
     raise ValueError('save_roc needs at least one curve')
   parsed = {name: _curve(name, curve) for name, curve in curves.items()}
-  fig = figure.Figure(figsize=(6, 5))
-  backend_agg.FigureCanvasAgg(fig)
-  axes = fig.add_subplot()
+  fig, axes = _figure()
   for name, (fpr, tpr, auc) in parsed.items():
     label = name if auc is None else f'{name} (AUC {auc:.4f})'
     shown = fpr > 0 if log_far else np.ones(len(fpr), bool)
@@ -74,7 +113,4 @@ def save_roc(path, curves, title=None, log_far=True):
     axes.set_title(title)
   axes.grid(True, which='both', alpha=0.3)
   axes.legend(loc='lower right')
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fig.savefig(path, format='png', dpi=100)
-  return path
+  return _save(fig, path)

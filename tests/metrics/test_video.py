@@ -1,8 +1,8 @@
-"""Tests of facejax.metrics.video (and the PNG of facejax.metrics.plots).
+"""Tests of facejax.metrics.video.
 
 video_embedding and pair_scores are checked against plain loops over
 frames and coordinates (python floats and math), with and without frame
-subsampling; save_roc must write a PNG file.
+subsampling.
 """
 import math
 
@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from facejax.metrics import plots
 from facejax.metrics import verification
 from facejax.metrics import video
 
@@ -147,31 +146,3 @@ def test_video_bad_input():
     video.pair_scores([np.ones((1, 2))], [])
   with pytest.raises(ValueError, match='one feature dimension'):
     video.pair_scores([np.ones((1, 2))], [np.ones((1, 3))])
-
-
-# ----------------------------------------------------------------------------
-# plots.save_roc.
-# ----------------------------------------------------------------------------
-
-
-def test_save_roc_writes_a_png(tmp_path):
-  rng = np.random.default_rng(2)
-  issame = rng.random(400) < 0.5
-  scores = rng.normal(issame * 2.0, 1.0)
-  result = verification.evaluate(scores, issame)
-  fpr, tpr, _ = verification.roc_curve(-scores, issame)
-  path = str(tmp_path / 'plots' / 'nested' / 'roc.png')
-  curves = {'model': dict(result['roc'], auc=result['auc']),
-            'reversed': (fpr, tpr),
-            'chance': ([0.0, 1e-3, 1.0], [0.0, 1e-3, 1.0], 0.5)}
-  assert plots.save_roc(path, curves, title='synthetic') == path
-  with open(path, 'rb') as f:
-    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
-  linear = str(tmp_path / 'linear.png')
-  plots.save_roc(linear, {'model': result['roc']}, log_far=False)
-  with open(linear, 'rb') as f:
-    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
-  with pytest.raises(ValueError, match='at least one curve'):
-    plots.save_roc(linear, {})
-  with pytest.raises(ValueError, match='one shape'):
-    plots.save_roc(linear, {'bad': ([0.0, 1.0], [1.0])})

@@ -7,6 +7,7 @@ import pytest
 
 from facejax.training import loop
 from facejax.training import objectives
+from train.configs import sweep
 
 CONFIGS = sorted(
     name[:-3] for name in os.listdir(os.path.join(
@@ -28,6 +29,15 @@ def test_config_checks_and_builds(name):
   if objective.has_class_weights:
     assert head['class_weights'].shape == (dim, classes)
   assert config.total_steps > 0
+
+
+@pytest.mark.parametrize('loss', sorted(sweep.LOSSES))
+def test_every_sweep_config_checks(loss):
+  config = sweep.get_config(loss)
+  loop.check_config(config, num_devices=8, num_classes=300)
+  assert config.loss.name == loss
+  assert config.model == sweep.get_config('arcface').model  # same backbone
+  assert config.total_steps == sweep.get_config('arcface').total_steps
 
 
 def test_default_config_is_the_synthetic_dataset():

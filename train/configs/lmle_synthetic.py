@@ -13,18 +13,9 @@ most anchors find both of their class's clusters in the batch.
         --workdir runs/lmle
 """
 
-from train.configs import default
+from train.configs import sweep
 
 
 def get_config(arg=None):
   del arg
-  c = default.get_config()
-  c.data.identities_per_batch = 8
-  c.data.images_per_identity = 8
-  c.batch_size = 64
-  c.loss = dict(name='lmle', margins=(0.1, 0.1, 0.2), clusters_per_class=2,
-                cluster_every=100, cluster_iterations=20)
-  c.optimizer.name = 'adamw'
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.weight_decay = 1e-4
-  return c
+  return sweep.get_config('lmle')

@@ -8,19 +8,11 @@ Pass ``:soft`` for the soft margin, ``:all`` for batch-all.
         --workdir runs/triplet
 """
 
-from train.configs import default
+from train.configs import sweep
 
 VARIANTS = dict(hard='triplet_batch_hard', soft='triplet_soft',
                 all='triplet_batch_all')
 
 
 def get_config(arg='hard'):
-  c = default.get_config()
-  c.data.identities_per_batch = 16
-  c.data.images_per_identity = 4
-  c.batch_size = 64
-  c.loss = dict(name=VARIANTS[arg], margin=0.2)
-  c.optimizer.name = 'adamw'
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.weight_decay = 1e-4
-  return c
+  return sweep.get_config(VARIANTS[arg])
