@@ -2,8 +2,10 @@
 
 Pure numpy and the standard library. What the devkit (``devkit/experiments/
 run_experiment.py`` and its ``Identification`` / ``FuseResults`` binaries)
-reads, as found in public copies of the devkit and of insightface's MegaFace
-scripts:
+reads, as found in public copies of ``run_experiment.py``, of insightface's
+MegaFace scripts (``src/megaface/gen_megaface.py``, ``remove_noises.py``,
+the noise lists) and of the OpenCV-matrix reader ``matio.py`` that MegaFace
+evaluation code copies (the devkit's binaries themselves are closed):
 
 **Feature files.** One file per image, named ``<image path><file ending>``
 under a feature root: ``run_experiment.py`` builds
@@ -11,8 +13,8 @@ under a feature root: ``run_experiment.py`` builds
 JSON lists, and takes the file ending (``'_LBP_100x100.bin'`` in its help,
 ``'_<algo>.bin'`` in insightface's ``run.sh``) on its command line; the
 algorithm name is the ending without its leading ``_`` and its extension.
-Each file holds one OpenCV matrix, as the devkit's ``matio.py``
-(``read_mat`` / ``write_mat``) reads and writes it::
+Each file holds one OpenCV matrix, as ``matio.py`` (``read_mat`` /
+``write_mat``) reads and writes it::
 
     int32 rows, int32 cols, int32 row stride in bytes, int32 OpenCV type
     rows * stride bytes of row-major data
@@ -28,8 +30,8 @@ header against the file's length.
 
 **Image lists** (``devkit/templatelists``). JSON objects of parallel lists:
 ``facescrub_features_list.json`` has ``"path"`` (image paths relative to
-the FaceScrub root, ``<Name>/<Name>_<n>.png``) and ``"id"`` (the identity
-name of each image); the distractor lists
+the FaceScrub root, ``<Name>/<file>``) and ``"id"`` (the identity of each
+image); the distractor lists
 ``megaface_features_list.json_<size>_<set>`` (sizes 10 ... 1,000,000, set
 1 ... ``--num_sets``) have ``"path"`` (``<a>/<b>/<photo>_<face>.jpg``).
 ``run_experiment.py`` rewrites them with ``json.dump(..., sort_keys=True,

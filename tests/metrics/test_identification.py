@@ -86,8 +86,8 @@ def test_top_k_and_nested_sizes_match_brute_force(k, chunk_size):
 
 def test_normalised_scores_match_numpy():
   rng = np.random.default_rng(3)
-  probes = rng.normal(size=(9, 32)).astype(np.float32) * 3
-  distractors = rng.normal(size=(301, 32)).astype(np.float32) * 0.2
+  probes = rng.normal(size=(24, 6)).astype(np.float32) * 3
+  distractors = rng.normal(size=(301, 6)).astype(np.float32) * 0.2
   got = identification.distractor_top_k(probes, distractors, 4, 48)
   unit_probes = probes / np.linalg.norm(probes, axis=1, keepdims=True)
   unit_distractors = distractors / np.linalg.norm(distractors, axis=1,
@@ -98,16 +98,16 @@ def test_normalised_scores_match_numpy():
   assert np.all(np.diff(got, axis=1) <= 0)
 
 
-def test_group_max_top_k_is_exact_with_ties():
-  # Sub-blocks of 512 columns: the top-10 through the maxima of 64 groups of
-  # 8, on scores with many ties.
-  rng = np.random.default_rng(1)
-  probes = rng.integers(-2, 3, (5, 4)).astype(np.float32)
-  distractors = rng.integers(-2, 3, (3_000, 4)).astype(np.float32)
-  got = identification.distractor_top_k(
-      probes, distractors, 10, 4_096, mesh=one_device_mesh(),
-      normalize=False)
-  expected = -np.sort(-(probes @ distractors.T), axis=1)[:, :10]
+@pytest.mark.parametrize('few_rows', [4, 512])
+def test_merging_only_the_changed_rows_is_exact(monkeypatch, few_rows):
+  # With few_rows=4 < 24 probes, blocks where at most 4 probes gain a
+  # score above their k-th merge those rows alone (the others all rows);
+  # 512 merges all rows always. Many ties: small integer features.
+  monkeypatch.setattr(identification, '_FEW_ROWS', few_rows)
+  probes, _, distractors = integer_set(seed=11, num_distractors=3_000)
+  got = identification.distractor_top_k(probes, distractors, 3, 1_024,
+                                        normalize=False)
+  expected = -np.sort(-(probes @ distractors.T), axis=1)[:, :3]
   np.testing.assert_array_equal(got, expected)
 
 
@@ -221,26 +221,26 @@ def test_ties_count_against_the_mate():
 def test_planted_answers():
   # Identity i's images all equal e_i: mates score exactly 1, distractors
   # (+-0.5 on four coordinates) at most 0.5: rank-1 is 1.
-  dim, rng = 8, np.random.default_rng(6)
-  ids = np.repeat(np.arange(4), [3, 2, 4, 2])
+  dim, rng = 6, np.random.default_rng(6)
+  ids = np.repeat(np.arange(6), [3, 2, 4, 2, 7, 6])
   probes = np.eye(dim, dtype=np.float32)[ids]
   signs = rng.choice([-0.5, 0.5], size=(50, 4)).astype(np.float32)
-  distractors = np.concatenate([signs, np.zeros((50, 4), np.float32)], 1)
+  distractors = np.concatenate([signs, np.zeros((50, 2), np.float32)], 1)
   assert identification.megaface_rank1(probes, ids, distractors,
                                        chunk_size=48) == 1.0
   # A distractor equal to e_0 ties every trial of identity 0 (3 x 2 of the
-  # 6 + 2 + 12 + 2 = 22 trials) and beats nothing else.
+  # 6 + 2 + 12 + 2 + 42 + 30 = 94 trials) and beats nothing else.
   planted = np.concatenate([distractors[:20], np.eye(dim)[:1],
                             distractors[20:]])
   got = identification.cmc(probes, ids, planted, 2, chunk_size=48)
-  np.testing.assert_array_equal(got, [1 - 6 / 22, 1.0])
+  np.testing.assert_array_equal(got, [1 - 6 / 94, 1.0])
 
 
 def test_identical_mates_of_random_features_rank_first():
   rng = np.random.default_rng(7)
-  centres = rng.normal(size=(6, 64)).astype(np.float32)
-  ids = np.repeat(np.arange(6), 3)
-  distractors = rng.normal(size=(500, 64)).astype(np.float32)
+  centres = rng.normal(size=(6, 6)).astype(np.float32)
+  ids = np.repeat(np.arange(6), 4)
+  distractors = rng.normal(size=(500, 6)).astype(np.float32)
   assert identification.megaface_rank1(centres[ids], ids, distractors,
                                        chunk_size=48) == 1.0
 
@@ -276,7 +276,7 @@ def test_evaluate_nested_sizes_exclusions_and_tar():
     assert result['distractors'] == len(chosen)
     assert result['probes'] == 18 and result['trials'] == len(ranks)
     assert result['impostor_pairs'] == 18 * len(chosen)
-    assert not result['skipped']
+    assert result['tar_exact'] and not result['skipped']
 
 
 @pytest.mark.parametrize('far', [1e-3, 0.02, 0.3, 1.0])
@@ -291,6 +291,18 @@ def test_tar_at_far_is_exact_after_rescans(far):
   for size in (30, 90):
     expected = brute_force_tar(probes, ids, distractors[order[:size]], far)
     assert results[size]['tar_at_far'] == expected
+
+
+def test_tar_warns_when_a_rescan_would_be_too_large(monkeypatch):
+  monkeypatch.setattr(identification, '_MAX_RESCAN_SCORES', 10)
+  probes, ids, distractors = integer_set(seed=9, num_distractors=90)
+  with pytest.warns(UserWarning, match='TAR at FAR=0.3 is not exact'):
+    results = identification.megaface_evaluate(
+        probes, ids, distractors, sizes=(90,), max_rank=1, far=0.3,
+        chunk_size=48, normalize=False, verification_top_k=1)
+  assert not results[90]['tar_exact']
+  assert results[90]['tar_at_far'] >= brute_force_tar(
+      probes, ids, distractors, 0.3)  # a lower threshold: an upper bound
 
 
 def test_tar_from_short_lists_reports_inexact():
