@@ -90,11 +90,7 @@ def test_principal_plane_matches_the_covariance_eigenvectors():
   np.testing.assert_allclose(np.abs(plane), np.abs(expected), atol=1e-9)
 
 
-def test_embeddings_figure_from_trained_runs(tmp_path, capsys):
-  from facejax.training import loop  # pylint: disable=g-import-not-at-top
-  from tests.training.tiny import tiny_config  # pylint: disable=g-import-not-at-top
-  workdir = str(tmp_path / 'run')
-  loop.train(tiny_config(total_steps=2), workdir, log=False)
+def test_embeddings_figure_from_trained_runs(workdir, tmp_path, capsys):
   assert figures.main(['embeddings', '--runs',
                        f'first={workdir},second={workdir}', '--identities',
                        '3', '--images', '4', '--out', str(tmp_path)]) == 0

@@ -7,18 +7,9 @@ import pytest
 
 from eval import lfw
 from facejax.data import synthetic
-from facejax.training import loop
 from tests.data import image_fixtures
-from tests.training.tiny import tiny_config
 
 PEOPLE = ['Ann_Lee', 'Bo_Chan', 'Cy_Dorn', 'Di_Eve']
-
-
-@pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
-  directory = tmp_path_factory.mktemp('run')
-  loop.train(tiny_config(total_steps=2), str(directory), log=False)
-  return str(directory)
 
 
 @pytest.fixture(scope='module')

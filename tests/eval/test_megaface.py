@@ -8,16 +8,7 @@ from eval import megaface as megaface_job
 from facejax.data import megaface
 from facejax.data import synthetic
 from facejax.metrics import identification
-from facejax.training import loop
 from tests.data import image_fixtures
-from tests.training.tiny import tiny_config
-
-
-@pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
-  directory = tmp_path_factory.mktemp('run')
-  loop.train(tiny_config(total_steps=2), str(directory), log=False)
-  return str(directory)
 
 
 def test_synthetic(workdir, tmp_path, capsys):

@@ -10,19 +10,10 @@ from facejax.data import sources
 from facejax.data import synthetic
 from facejax.metrics import verification
 from facejax.metrics import video
-from facejax.training import loop
 from tests.data import image_fixtures
-from tests.training.tiny import tiny_config
 
 HEADER = ('split number, pair number, first name, second name, '
           'is physically the same, is the same\n')
-
-
-@pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
-  directory = tmp_path_factory.mktemp('run')
-  loop.train(tiny_config(total_steps=2), str(directory), log=False)
-  return str(directory)
 
 
 @pytest.fixture(scope='module')
