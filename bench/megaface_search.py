@@ -57,6 +57,7 @@ import time
 import jax
 import numpy as np
 
+from bench import table
 from facejax.metrics import identification
 
 MEMMAP_BLOCK = 65_536  # rows generated (and read into faiss) at a time
@@ -275,10 +276,6 @@ def main(argv=None):
   return rows
 
 
-def _format(value, spec):
-  return 'n/a' if value is None else format(value, spec)
-
-
 def print_table(rows, markdown):
   """The rows as aligned text, or as a markdown table."""
   header = ('method', 'probes', 'distractors', 'dim', 'trials', 'rank-1',
@@ -287,20 +284,10 @@ def print_table(rows, markdown):
   lines = [(row['method'], f'{row["probes"]:,}', f'{row["distractors"]:,}',
             str(row['dim']), f'{row["trials"]:,}', f'{row["rank1"]:.6f}',
             f'{row["seconds"]:.2f}', f'{row["cpu_seconds"]:.2f}',
-            _format(row['add_seconds'], '.2f'),
-            _format(row['peak_mib'], ',.0f'),
-            _format(row['faiss_over_facejax'], '.3f')) for row in rows]
-  if markdown:
-    print('| ' + ' | '.join(header) + ' |')
-    print('|' + '---|' * len(header))
-    for line in lines:
-      print('| ' + ' | '.join(line) + ' |')
-    return
-  widths = [max(len(text) for text in column)
-            for column in zip(header, *lines)]
-  for line in (header, *lines):
-    print('  '.join(text.rjust(width) if index else text.ljust(width)
-                    for index, (text, width) in enumerate(zip(line, widths))))
+            table.optional(row['add_seconds'], '.2f'),
+            table.optional(row['peak_mib'], ',.0f'),
+            table.optional(row['faiss_over_facejax'], '.3f')) for row in rows]
+  table.print_rows(header, lines, markdown)
 
 
 if __name__ == '__main__':

@@ -60,6 +60,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from bench import table
 from facejax import models
 from facejax import sharding
 from facejax.models import counting
@@ -201,11 +202,6 @@ def time_cases(cases, steps, warmup, windows):
     for case, times in zip(cases, per_step):
       times.append(case.run(steps) / steps)
   return first, [statistics.median(times) for times in per_step]
-
-
-def _format_float(value, spec):
-  return 'n/a' if value is None or isinstance(value, str) else format(
-      value, spec)
 
 
 def _parse_args(argv):
@@ -351,19 +347,9 @@ def print_table(rows, markdown):
         row['model'], str(row['batch']), f'{row["classes"]:,}', row['dtype'],
         row['device'], f'{row["images_per_s"]:.1f}', f'{row["step_ms"]:.1f}',
         mfu if isinstance(mfu, str) else f'{100 * mfu:.1f}%',
-        _format_float(row['torch_images_per_s'], '.1f'),
-        _format_float(row['jax_over_torch'], '.3f')))
-  if markdown:
-    print('| ' + ' | '.join(header) + ' |')
-    print('|' + '---|' * len(header))
-    for line in lines:
-      print('| ' + ' | '.join(line) + ' |')
-    return
-  widths = [max(len(text) for text in column)
-            for column in zip(header, *lines)]
-  for line in (header, *lines):
-    print('  '.join(text.rjust(width) if index else text.ljust(width)
-                    for index, (text, width) in enumerate(zip(line, widths))))
+        table.optional(row['torch_images_per_s'], '.1f'),
+        table.optional(row['jax_over_torch'], '.3f')))
+  table.print_rows(header, lines, markdown)
 
 
 if __name__ == '__main__':
