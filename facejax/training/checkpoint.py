@@ -47,6 +47,7 @@ leaves only the temporary directory, which ``latest_step``, ``all_steps`` and
 not removed here (a reader must not delete a writer's save in progress).
 """
 import math
+import os
 
 import jax
 import numpy as np
@@ -117,7 +118,10 @@ class Checkpointer:
         best_mode=best_mode,
         enable_async_checkpointing=async_save,
         create=True)
-    self._manager = ocp.CheckpointManager(directory, options=options)
+    # orbax's asynchronous save refuses relative paths (in its background
+    # thread, after the step): resolve against the working directory here.
+    self._manager = ocp.CheckpointManager(os.path.abspath(directory),
+                                          options=options)
     self.directory = self._manager.directory
     self._saved_metrics = {}  # step -> metrics dict, or None if unsaved.
 

@@ -129,6 +129,20 @@ def test_round_trip_of_a_train_state_with_typed_keys(tmp_path, mesh8):
       np.asarray(jax.random.uniform(state.rng, (3,))))
 
 
+def test_relative_directory_saves_asynchronously(tmp_path, mesh8,
+                                                 monkeypatch):
+  # `make demo`'s workdir is relative (runs/demo); orbax's async save needs
+  # an absolute path.
+  monkeypatch.chdir(tmp_path)
+  state = _small_state(mesh8, 3.0)
+  with checkpoint.Checkpointer('runs/ckpt') as checkpointer:
+    assert checkpointer.save(1, state)
+    checkpointer.wait()
+    restored = checkpointer.restore(state)
+  assert _step_dirs(tmp_path / 'runs' / 'ckpt') == [1]
+  np.testing.assert_array_equal(np.asarray(restored['w']), 3.0)
+
+
 def test_round_trip_into_concrete_arrays(tmp_path, mesh8):
   state = _make_state(mesh8)
   with checkpoint.Checkpointer(tmp_path, async_save=False) as checkpointer:
