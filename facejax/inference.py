@@ -42,12 +42,13 @@ class Embedder:
     mesh: the devices it runs on.
     batch_size: images per global batch.
     step: the checkpoint step (when restored from a workdir).
+    workdir: the run's directory (when restored from one).
   """
 
   def __init__(self, config, model, variables, mesh, batch_size=None,
-               step=None):
+               step=None, workdir=None):
     self.config, self.model, self.variables = config, model, variables
-    self.mesh, self.step = mesh, step
+    self.mesh, self.step, self.workdir = mesh, step, workdir
     self.batch_size = batch_size or DEFAULT_BATCH_SIZE
     if self.batch_size % mesh.size:
       self.batch_size += mesh.size - self.batch_size % mesh.size
@@ -67,13 +68,13 @@ class Embedder:
         raise FileNotFoundError(f'{checkpoints}: no checkpoint in it')
       step = max(steps)
     model, variables = loop.restore_backbone(config, workdir, step, mesh)
-    return cls(config, model, variables, mesh, batch_size, step)
+    return cls(config, model, variables, mesh, batch_size, step, workdir)
 
   @property
   def image_size(self):
     return self.config.data.image_size
 
-  def embed(self, source, flip=True, progress=True):
+  def embed(self, source, flip=True, progress=True, normalise=True):
     """(N, D) float32 L2-normalised embeddings of every image of ``source``.
 
     Args:
@@ -81,6 +82,8 @@ class Embedder:
         ImageFiles`, ``InMemory``, ...).
       flip: add the mirror image's embedding before normalising.
       progress: print a progress line (process 0 only).
+      normalise: False: the raw embeddings (the mean of the two views with
+        ``flip``), as a head trained on them takes them.
     """
     bar = observe.Progress(source.num_examples, 0, 1, unit='images',
                            enabled=progress and jax.process_index() == 0)
@@ -88,7 +91,7 @@ class Embedder:
       return loop.embed_source(
           self._embed, self.variables, source, self.mesh, self.batch_size,
           self.image_size, flip=flip,
-          progress=lambda done: bar.update(done, {}))
+          progress=lambda done: bar.update(done, {}), normalise=normalise)
 
 
 def raw_pixel_features(source, image_size, batch_size=DEFAULT_BATCH_SIZE):

@@ -18,6 +18,11 @@ raise ``ValueError('<path>:<line>: ...')`` on anything else;
 paths and boolean attributes. Blank lines are skipped everywhere; the lines
 counted in messages are the file's own, from 1.
 
+:func:`load_tfds` reads a split of tensorflow-datasets' ``celeb_a`` builder
+instead, prepared offline from the same published files by
+:mod:`facejax.data.tfds_sources`, into image and attribute arrays;
+tensorflow is imported only when it is called.
+
 The real images cannot ship with the code, so :func:`synthetic_attributes`
 draws an attribute set with CelebA-like imbalance from the synthetic face
 generator (:mod:`facejax.data.synthetic`): every attribute is a
@@ -32,6 +37,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from facejax.data import synthetic
+from facejax.data import tfds_sources
 
 ATTRIBUTE_NAMES = (
     '5_o_Clock_Shadow', 'Arched_Eyebrows', 'Attractive', 'Bags_Under_Eyes',
@@ -218,6 +224,96 @@ def load_split(root, split, **locations):
   return CelebA(root, **locations).load(split)
 
 
+# tensorflow-datasets' celeb_a.
+
+
+TFDS_NAME = 'celeb_a'
+# celeba's split names -> the builder's.
+TFDS_SPLITS = {'train': 'train', 'val': 'validation', 'test': 'test'}
+IMAGE_SHAPE = (218, 178, 3)
+_TFDS_BATCH_SIZE = 256
+
+
+def load_tfds(split, data_dir=None, manual_dir=None, max_examples=None,
+              verify_checksums=True):
+  """One split of tensorflow-datasets' ``celeb_a``, read into arrays.
+
+  Reads the builder's split through :func:`facejax.data.tfds_sources.load`:
+  from ``data_dir`` when the dataset is prepared there, else prepared first
+  from the original files in ``manual_dir`` (the published files, the same
+  that :class:`CelebA` reads; see
+  :func:`facejax.data.tfds_sources.source_files`). It never touches the
+  network. Examples come in the order the builder stored them (shuffled
+  once, deterministically, when it prepared them; the shard files are read
+  in order), so the first ``max_examples`` are the same at every call.
+
+  Memory: everything is returned in memory. The full train split is 162,770
+  images of 218x178x3, about 19 GB as uint8 (val 19,867 images, about
+  2.3 GB; test 19,962, about 2.3 GB). Pass ``max_examples``, or for the full
+  set use the published layout, ``CelebA(root).load(split)``, which returns
+  image paths to read lazily.
+
+  Args:
+    split: 'train', 'val' or 'test' (the builder's 'validation' for 'val').
+    data_dir: tensorflow-datasets' data directory; default
+      :func:`facejax.data.tfds_sources.default_data_dir`.
+    manual_dir: the directory holding CelebA's five original files; default
+      ``<data_dir>/downloads/manual``.
+    max_examples: read only the first ``max_examples`` examples of the split
+      (an int >= 1), or all of it (None).
+    verify_checksums: check each original file's sha256 against the one
+      tensorflow-datasets registers before preparing; see
+      :func:`facejax.data.tfds_sources.prepare`.
+
+  Returns:
+    (images: uint8 (N, 218, 178, 3), attributes: bool (N, 40) in the order
+    of :data:`ATTRIBUTE_NAMES`, True where the attribute is present).
+
+  Raises:
+    ValueError: an unknown ``split`` or a ``max_examples`` that is not an
+      int >= 1 (either named), or builder attributes other than CelebA's 40
+      (the missing and extra names named).
+    facejax.data.tfds_sources.SourceFilesNotFoundError: the dataset is not
+      prepared in ``data_dir`` and original files are missing from
+      ``manual_dir`` (it names them).
+    facejax.data.tfds_sources.ChecksumMismatchError: an original file is
+      not the published one and ``verify_checksums`` is true.
+    RuntimeError: tensorflow-datasets gives the split no known size (not
+      expected: it records each split's size when it prepares it).
+  """
+  if not isinstance(split, str) or split not in SPLITS:
+    raise ValueError(f'split must be one of {sorted(SPLITS)}, got '
+                     f'{split!r}')
+  if max_examples is not None:
+    max_examples = _count(max_examples, 'max_examples', low=1)
+  dataset = tfds_sources.load(TFDS_NAME, TFDS_SPLITS[split],
+                              data_dir=data_dir, manual_dir=manual_dir,
+                              verify_checksums=verify_checksums)
+  names = set(dataset.element_spec['attributes'])
+  if names != set(ATTRIBUTE_NAMES):
+    missing = [name for name in ATTRIBUTE_NAMES if name not in names]
+    extra = sorted(names - set(ATTRIBUTE_NAMES))
+    raise ValueError(
+        f"tensorflow-datasets' {TFDS_NAME} attributes are not CelebA's 40: "
+        f'missing {missing}, extra {extra}')
+  if max_examples is not None:
+    dataset = dataset.take(max_examples)
+  count = int(dataset.cardinality())
+  if count < 0:
+    raise RuntimeError(f"tensorflow-datasets' {TFDS_NAME} {split} split has "
+                       f'no known size ({count})')
+  images = np.empty((count,) + IMAGE_SHAPE, np.uint8)
+  attributes = np.empty((count, len(ATTRIBUTE_NAMES)), bool)
+  start = 0
+  for batch in dataset.batch(_TFDS_BATCH_SIZE).as_numpy_iterator():
+    stop = start + len(batch['image'])
+    images[start:stop] = batch['image']
+    attributes[start:stop] = np.stack(
+        [batch['attributes'][name] for name in ATTRIBUTE_NAMES], axis=1)
+    start = stop
+  return images, attributes
+
+
 # The synthetic stand-in.
 
 
@@ -261,7 +357,7 @@ def _tail(name, rate, factor, low, high, larger=True, present=None,
 
 def _hair_colour(identity):
   """The index of the generator's hair palette entry nearest the hair."""
-  palette = synthetic._HAIR.tolist()  # pylint: disable=protected-access
+  palette = synthetic.HAIR_PALETTE.tolist()
   hair = identity['hair']
   gaps = [sum((a - b) ** 2 for a, b in zip(entry, hair)) for entry in palette]
   return gaps.index(min(gaps))

@@ -354,7 +354,8 @@ def train_dataset(source, global_batch_size, *, seed=0, image_size=None,
   Returns:
     A ``tf.data.Dataset`` of dicts ``image`` (float32 (B, S, S, 3) in
     [-1, 1]) and ``label`` (int32 (B,)), ``B = global_batch_size /
-    process_count``, and ``index`` with ``with_index``.
+    process_count``, ``index`` with ``with_index``, and ``attributes``
+    (bool (B, A)) when the source has attributes.
   """
   tf = _tf()
   if with_index and isinstance(source, sources.TFRecords):
@@ -393,6 +394,8 @@ def train_dataset(source, global_batch_size, *, seed=0, image_size=None,
     image = augment_lib.augment(example['image'], example['seed'],
                                 augmentation)
     out = dict(image=augment_lib.normalise(image), label=example['label'])
+    if 'attributes' in example:
+      out['attributes'] = example['attributes']
     if with_index:
       out['index'] = tf.cast(example['index'], tf.int32)
     return out
@@ -456,8 +459,9 @@ def eval_dataset(source, global_batch_size, *, image_size=None, align=None,
 
   Returns:
     A finite ``tf.data.Dataset`` of dicts ``image`` (float32 (B, S, S, 3)),
-    ``label`` (int32), ``index`` (int64; -1 for padding) and ``mask`` (bool),
-    the same number of batches on every process.
+    ``label`` (int32), ``index`` (int64; -1 for padding), ``mask`` (bool)
+    and ``attributes`` (bool (B, A)) when the source has them, the same
+    number of batches on every process.
   """
   tf = _tf()
   process = process or current_process()
@@ -487,6 +491,8 @@ def eval_dataset(source, global_batch_size, *, image_size=None, align=None,
     mask = keep(example['ok'], example['key'])
     out = dict(image=augment_lib.normalise(example['image']),
                label=example['label'], index=example['index'], mask=mask)
+    if 'attributes' in example:
+      out['attributes'] = example['attributes']
     if flip:
       out['image_flipped'] = tf.image.flip_left_right(out['image'])
     return out

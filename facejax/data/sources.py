@@ -75,13 +75,48 @@ def _missing_landmarks(n):
   return np.full((n, NUM_LANDMARKS, 2), np.nan, np.float32)
 
 
+def check_attributes(attributes, attribute_names, num_examples, where):
+  """Binary attributes as bool (N, A), with their A names; errors name them.
+
+  Args:
+    attributes: (N, A) bool, or 0/1 integers.
+    attribute_names: A names.
+    num_examples: N, the source's example count.
+    where: the source's description for the message.
+  """
+  attributes = np.asarray(attributes)
+  names = tuple(attribute_names or ())
+  if attributes.ndim != 2 or len(attributes) != num_examples:
+    raise ValueError(f'{where}: attributes must be (num_examples='
+                     f'{num_examples}, num_attributes), got '
+                     f'{attributes.shape}')
+  if len(names) != attributes.shape[1]:
+    raise ValueError(f'{where}: {attributes.shape[1]} attribute columns but '
+                     f'{len(names)} attribute names')
+  if attributes.dtype != bool:
+    bad = np.argwhere((attributes != 0) & (attributes != 1))
+    if bad.size:
+      row, column = bad[0]
+      raise ValueError(f'{where}: attribute {names[column]!r} of example '
+                       f'{row} is {attributes[row, column]!r}, not 0 or 1')
+    attributes = attributes.astype(bool)
+  return attributes, names
+
+
 class _RandomAccess:
-  """What the random-access sources share."""
+  """What the random-access sources share.
+
+  ``attributes`` (bool (N, A), or None) are per-image binary attributes
+  (CelebA's 40) named by ``attribute_names``; a source with them adds
+  ``attributes`` to every example it reads.
+  """
 
   num_examples: int
   labels: np.ndarray
   class_names: tuple
   landmarks: np.ndarray
+  attributes = None
+  attribute_names = ()
 
   @property
   def num_classes(self):
@@ -91,9 +126,25 @@ class _RandomAccess:
   def has_landmarks(self):
     return bool(np.isfinite(self.landmarks).all())
 
+  @property
+  def has_attributes(self):
+    return self.attributes is not None
+
+  def _set_attributes(self, attributes, attribute_names, where):
+    if attributes is not None:
+      self.attributes, self.attribute_names = check_attributes(
+          attributes, attribute_names, self.num_examples, where)
+
   def _landmarks_of(self, index):
     tf = _tf()
     return tf.gather(tf.constant(self.landmarks), index)
+
+  def _with_attributes(self, example, index):
+    """``example`` plus the image's ``attributes`` when the source has them."""
+    if self.attributes is not None:
+      tf = _tf()
+      example['attributes'] = tf.gather(tf.constant(self.attributes), index)
+    return example
 
 
 class ImageFiles(_RandomAccess):
@@ -106,10 +157,12 @@ class ImageFiles(_RandomAccess):
     landmarks: optional (N, 5, 2) landmarks (see :class:`ImageFolder`).
     check_exists: raise naming the first missing file.
     name: how the source presents itself.
+    attributes, attribute_names: optional per-image binary attributes
+      (N, A) and their A names (CelebA's list).
   """
 
   def __init__(self, paths, labels=None, landmarks=None, check_exists=True,
-               name='image files'):
+               name='image files', attributes=None, attribute_names=None):
     self.paths = np.array([os.fspath(p) for p in paths])
     if check_exists:
       missing = [p for p in self.paths if not os.path.isfile(p)]
@@ -129,6 +182,7 @@ class ImageFiles(_RandomAccess):
                       if landmarks is None else
                       np.asarray(landmarks, np.float32))
     self.name = name
+    self._set_attributes(attributes, attribute_names, name)
 
   def __repr__(self):
     return f'ImageFiles({self.num_examples} {self.name})'
@@ -136,9 +190,10 @@ class ImageFiles(_RandomAccess):
   def read(self, index):
     tf = _tf()
     path = tf.gather(tf.constant(self.paths), index)
-    return dict(encoded=tf.io.read_file(path),
-                label=tf.gather(tf.constant(self.labels), index),
-                key=path, landmarks=self._landmarks_of(index))
+    return self._with_attributes(dict(
+        encoded=tf.io.read_file(path),
+        label=tf.gather(tf.constant(self.labels), index), key=path,
+        landmarks=self._landmarks_of(index)), index)
 
 
 class ImageFolder(ImageFiles):
@@ -283,9 +338,12 @@ class InMemory(_RandomAccess):
 
   The arrays become constants of the tf.data graph, so keep them under
   about 1 GB; export larger sets to an image folder or TFRecords.
+  ``attributes`` and ``attribute_names``: optional per-image binary
+  attributes (N, A) and their names.
   """
 
-  def __init__(self, images, labels, class_names=None, name='arrays'):
+  def __init__(self, images, labels, class_names=None, name='arrays',
+               attributes=None, attribute_names=None):
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
@@ -306,6 +364,7 @@ class InMemory(_RandomAccess):
     check_labels(self.labels, self.num_classes,
                  [f'{name}[{i}]' for i in range(self.num_examples)], name)
     self.landmarks = _missing_landmarks(self.num_examples)
+    self._set_attributes(attributes, attribute_names, name)
 
   def __repr__(self):
     return (f'InMemory({self.name!r}: {self.num_examples} images of '
@@ -313,11 +372,12 @@ class InMemory(_RandomAccess):
 
   def read(self, index):
     tf = _tf()
-    return dict(image=tf.gather(tf.constant(self.images), index),
-                label=tf.gather(tf.constant(self.labels), index),
-                key=tf.strings.join([self.name, '[',
-                                     tf.strings.as_string(index), ']']),
-                landmarks=self._landmarks_of(index))
+    return self._with_attributes(dict(
+        image=tf.gather(tf.constant(self.images), index),
+        label=tf.gather(tf.constant(self.labels), index),
+        key=tf.strings.join([self.name, '[', tf.strings.as_string(index),
+                             ']']),
+        landmarks=self._landmarks_of(index)), index)
 
 
 def synthetic_source(num_identities, images_per_identity, seed=0,

@@ -88,7 +88,10 @@ _FULL_WINDOWS = False
 # Palettes (RGB in [0, 1]).
 _SKIN_LIGHT = np.array([0.97, 0.82, 0.71])
 _SKIN_DARK = np.array([0.33, 0.21, 0.14])
-_HAIR = np.array([
+# The hair colours an identity draws from (black, dark brown, brown, blond,
+# red, grey, white), public: the synthetic attributes name them
+# (facejax.data.celeba).
+HAIR_PALETTE = np.array([
     [0.06, 0.05, 0.05], [0.20, 0.12, 0.07], [0.38, 0.24, 0.13],
     [0.78, 0.63, 0.38], [0.62, 0.27, 0.10], [0.62, 0.60, 0.58],
     [0.90, 0.88, 0.84]])
@@ -197,7 +200,7 @@ def identity_params(seed, identity):
   tone = u() ** 1.2
   p['skin'] = r.jitter(_SKIN_LIGHT * (1 - tone) + _SKIN_DARK * tone, 0.025)
   p['ear_size'] = u(0.8, 1.2)
-  p['hair'] = r.colour(_HAIR, _HAIR_P)
+  p['hair'] = r.colour(HAIR_PALETTE, _HAIR_P)
   p['hair_volume'] = u(0.02, 0.16)
   p['hairline'] = u(-0.62, -0.2)
   p['hair_slope'] = u(-0.18, 0.18)

@@ -11,7 +11,14 @@ Read top to bottom, as big_vision's train.py:
    resumed run sees exactly the batches an uninterrupted one would);
 5. steps, with a progress line and metrics every ``log_every`` steps, a
    verification accuracy on held-out pairs every ``eval_every`` steps, and a
-   checkpoint every ``checkpoint_every`` steps and at the end.
+   checkpoint every ``checkpoint_every`` steps and at the end; between
+   steps, LMLE's re-clustering and the adaptive task weights' validation
+   records, on their schedules (both in the state, so a resumed run
+   repeats them exactly).
+
+``init_from`` (a workdir) starts a fresh run from another run's backbone
+(e.g. attributes fine-tuned from an identity model), as LMLE initialises
+its clusters from a pretrained model's features.
 
 A non-finite loss stops the run with :class:`NonFiniteLossError` before
 anything is saved: losses are checked before every checkpoint.
@@ -29,13 +36,16 @@ import numpy as np
 
 from facejax import models
 from facejax import sharding
+from facejax.data import attribute_sources
 from facejax.data import augment
 from facejax.data import device
 from facejax.data import pipeline
 from facejax.data import sources
 from facejax.data import synthetic
+from facejax.training import adaptive_weighting
 from facejax.training import checkpoint
 from facejax.training import clusters as clusters_lib
+from facejax.losses import attributes as attribute_losses
 from facejax.training import objectives
 from facejax.training import observe
 from facejax.training import optim
@@ -64,7 +74,11 @@ class Run:
 
 
 def training_source(data_config):
-  """The training source of ``config.data``: synthetic, or a path."""
+  """The training source of ``config.data``: synthetic, an attribute
+  dataset's train split (:mod:`facejax.data.attribute_sources`), or a
+  path."""
+  if attribute_sources.is_attribute_dataset(data_config.source):
+    return attribute_sources.open_split(data_config, 'train')
   if data_config.source == 'synthetic':
     s = data_config.synthetic
     return sources.synthetic_source(s.num_identities, s.images_per_identity,
@@ -80,7 +94,7 @@ def model_axis_size(config, num_devices):
   return num_devices if size == -1 else size
 
 
-def check_config(config, num_devices, num_classes):
+def check_config(config, num_devices, num_classes, has_attributes=False):
   """Raises :class:`ConfigError` naming the key of the first bad value."""
   if config.total_steps < 1:
     raise ConfigError(f'total_steps must be >= 1, got {config.total_steps}')
@@ -110,11 +124,30 @@ def check_config(config, num_devices, num_classes):
           f'loss.name={config.loss.name!r} needs P x K batches: set '
           'data.identities_per_batch (P) and data.images_per_identity (K) '
           f'with P * K = batch_size ({config.batch_size})')
-  if config.loss.name == 'lmle':
+  attribute_loss = config.loss.name in objectives.ATTRIBUTES
+  if attribute_loss and not has_attributes:
+    raise ConfigError(f'loss.name={config.loss.name!r} trains on attributes '
+                      f'but data.source={config.data.source!r} has none; use '
+                      'an attribute dataset (facejax.data.attribute_sources)')
+  if has_attributes and not attribute_loss:
+    raise ConfigError(f'data.source={config.data.source!r} is an attribute '
+                      f'dataset: use loss.name in {objectives.ATTRIBUTES}')
+  if config.loss.name == 'attributes' and config.loss.get(
+      'weighting', 'uniform') == 'adaptive':
+    for key in ('weighting_every', 'weighting_window'):
+      if config.loss.get(key, 0) < 1:
+        raise ConfigError(f'loss.{key} must be >= 1 for the adaptive task '
+                          f'weights, got {config.loss.get(key)}')
+  if config.loss.name == 'lmle_attributes' and config.loss.get(
+      'attribute_dim', 0) < 1:
+    raise ConfigError('loss.attribute_dim must be >= 1, got '
+                      f'{config.loss.get("attribute_dim")}')
+  if config.loss.name in ('lmle', 'lmle_attributes'):
     for key in ('clusters_per_class', 'cluster_every'):
       if config.loss.get(key, 0) < 1:
         raise ConfigError(f'loss.{key} must be >= 1 for LMLE, got '
                           f'{config.loss.get(key)}')
+  if config.loss.name == 'lmle':
     if config.data.get('images_per_identity', 0) < 2 * 2:
       raise ConfigError('loss.name=lmle needs data.images_per_identity >= 4 '
                         '(two clusters with two images each per identity)')
@@ -157,7 +190,7 @@ def verification_set(eval_config):
 
 
 def embed_source(embed, variables, source, mesh, batch_size, image_size,
-                 flip=True, progress=None):
+                 flip=True, progress=None, normalise=True):
   """L2-normalised embeddings of every image of ``source``, (N, D) float32.
 
   Args:
@@ -171,6 +204,8 @@ def embed_source(embed, variables, source, mesh, batch_size, image_size,
     flip: test-time augmentation: the sum of the embeddings of the image and
       its mirror image (insightface's flip test).
     progress: optional callable ``progress(images_done)``.
+    normalise: False: the raw embeddings instead (with ``flip``, the mean
+      of the two views), e.g. for a head trained on them.
   """
   features = None
   batches = pipeline.eval_dataset(source, batch_size, image_size=image_size,
@@ -196,6 +231,8 @@ def embed_source(embed, variables, source, mesh, batch_size, image_size,
     done += int(mask.sum())
     if progress:
       progress(done)
+  if not normalise:
+    return features / len(views)
   return features / np.maximum(
       np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
@@ -265,24 +302,85 @@ def restore_backbone(config, workdir, step=None, mesh=None):
   return model, dict(params=params, batch_stats=batch_stats)
 
 
+def attribute_features(features, projection):
+  """(A, N, d) numpy: every attribute's LMLE embedding of ``features``."""
+  return np.asarray(jax.device_get(attribute_losses.attribute_embeddings(
+      jnp.asarray(features), jnp.asarray(projection))))
+
+
 def recluster(embed, state, source, mesh, config, step):
   """LMLE's alternation: the state with every example's cluster refreshed.
 
   k-means within each class (``loss.clusters_per_class``) on the current
-  model's embeddings of the whole training source; the draw is seeded by
-  (seed, step), so a resumed run re-clusters exactly as an uninterrupted
-  one.
+  model's embeddings of the whole training source (for
+  ``lmle_attributes``: within each attribute's two classes, in each
+  attribute's own embedding); the draw is seeded by (seed, step), so a
+  resumed run re-clusters exactly as an uninterrupted one.
   """
-  features = embed_source(embed, backbone_variables(state), source, mesh,
-                          config.eval.batch_size, config.data.image_size)
-  clusters = clusters_lib.within_class_kmeans(
-      features, source.labels, config.loss.clusters_per_class,
-      num_classes=source.num_classes,
-      iterations=config.loss.get('cluster_iterations', 20),
-      seed=(config.seed, step))
-  assignments = jax.device_put(clusters.assignments,
-                               sharding.replicated(mesh))
+  k = config.loss.clusters_per_class
+  iterations = config.loss.get('cluster_iterations', 20)
+  if config.loss.name == 'lmle_attributes':
+    features = embed_source(embed, backbone_variables(state), source, mesh,
+                            config.eval.batch_size, config.data.image_size,
+                            flip=False, normalise=False)
+    per_attribute = attribute_features(
+        features, jax.device_get(
+            state.params['head']['attribute_projection']))
+    assignments = np.stack([clusters_lib.within_class_kmeans(
+        per_attribute[a], source.attributes[:, a].astype(np.int32), k,
+        num_classes=2, iterations=iterations,
+        seed=(config.seed, step, a)).assignments
+                            for a in range(len(per_attribute))])
+  else:
+    features = embed_source(embed, backbone_variables(state), source, mesh,
+                            config.eval.batch_size, config.data.image_size)
+    assignments = clusters_lib.within_class_kmeans(
+        features, source.labels, k, num_classes=source.num_classes,
+        iterations=iterations, seed=(config.seed, step)).assignments
+  assignments = jax.device_put(assignments, sharding.replicated(mesh))
   return state.replace(extra=dict(state.extra, clusters=assignments))
+
+
+def validation_task_losses(embed, state, source, mesh, config):
+  """(A,) float32: each attribute's sigmoid cross-entropy on ``source``."""
+  features = embed_source(embed, backbone_variables(state), source, mesh,
+                          config.eval.batch_size, config.data.image_size,
+                          flip=False, normalise=False)
+  head = jax.device_get(state.params['head'])
+  logits = attribute_losses.attribute_logits(
+      jnp.asarray(features), jnp.asarray(head['attribute_weights']),
+      jnp.asarray(head['attribute_bias']))
+  return np.asarray(attribute_losses.per_task_sigmoid_cross_entropy(
+      logits, jnp.asarray(source.attributes)))
+
+
+def record_validation(embed, state, source, mesh, config):
+  """The state with one validation record added to the adaptive task
+  weighting (He et al. 2017), which updates the weights on its schedule."""
+  losses = validation_task_losses(embed, state, source, mesh, config)
+  weighting = adaptive_weighting.record(
+      adaptive_weighting.State(**state.extra['task_weighting']),
+      jax.device_put(losses, sharding.replicated(mesh)))
+  return state.replace(extra=dict(state.extra,
+                                  task_weighting=weighting._asdict()))
+
+
+def initialise_from(state, workdir, mesh):
+  """``state`` with the backbone (parameters and batch statistics) of the
+  run in ``workdir``; the architectures must match."""
+  _, variables = restore_backbone(load_config(workdir), workdir, mesh=mesh)
+  shapes = jax.tree.map(np.shape, (state.params['backbone'],
+                                   state.batch_stats))
+  if jax.tree.map(np.shape, (variables['params'],
+                             variables['batch_stats'])) != shapes:
+    raise ConfigError(f'init_from={workdir!r}: its backbone does not match '
+                      'config.model (different architecture or sizes)')
+  target = jax.tree.map(lambda leaf: leaf.sharding,
+                        (state.params['backbone'], state.batch_stats))
+  params, batch_stats = jax.device_put(
+      (variables['params'], variables['batch_stats']), target)
+  return state.replace(params=dict(state.params, backbone=params),
+                       batch_stats=batch_stats)
 
 
 def _check_finite(pending, step):
@@ -309,7 +407,8 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
   devices = jax.devices()
   source = training_source(config.data)
   num_classes = source.num_classes
-  check_config(config, len(devices), num_classes)
+  check_config(config, len(devices), num_classes,
+               has_attributes=getattr(source, 'has_attributes', False))
   mesh = mesh or sharding.make_mesh(model=model_axis_size(config,
                                                          len(devices)))
   model = build_model(config)
@@ -318,7 +417,9 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
   objective = objectives.Objective(config.loss, num_classes,
                                    embedding_dim(model, image_shape),
                                    class_shards=mesh.shape[sharding.MODEL],
-                                   num_examples=source.num_examples)
+                                   num_examples=source.num_examples,
+                                   num_attributes=len(getattr(
+                                       source, 'attribute_names', ())))
   optimizer, learning_rate = optim.build(config.optimizer, config.total_steps)
   first = jax.process_index() == 0  # the only process that writes
   if first:  # what evaluation jobs rebuild the model from
@@ -339,6 +440,8 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
     else:
       state, shardings = state_lib.create(key, model, objective, optimizer,
                                           image_shape, mesh, shard_backbone)
+      if config.get('init_from'):
+        state = initialise_from(state, config.init_from, mesh)
     start = int(jax.device_get(state.step))
     train_step = step_lib.make_train_step(
         model, objective, optimizer, mesh, shardings,
@@ -348,6 +451,8 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
         config.get('compute_dtype', 'float32')))
     verification = (verification_set(config.eval)
                     if config.eval.get('every') else None)
+    validation = (attribute_sources.open_split(config.data, 'val')
+                  if objective.adapts_task_weights else None)
     skipped = pipeline.SkippedImages()
     balanced = config.data.get('identities_per_batch', 0) or None
     dataset = pipeline.train_dataset(
@@ -370,8 +475,11 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
     step = start
     try:
       for batch in batches:
-        if objective.name == 'lmle' and step % config.loss.cluster_every == 0:
+        if objective.reclusters and step % config.loss.cluster_every == 0:
           state = recluster(embed, state, source, mesh, config, step)
+        if (objective.adapts_task_weights
+            and step % config.loss.weighting_every == 0):
+          state = record_validation(embed, state, validation, mesh, config)
         state, metrics = train_step(state, batch)
         step += 1
         pending.append(metrics)

@@ -34,6 +34,26 @@ whole global batch:
                           ``cluster_every`` steps with the model being
                           trained (:mod:`facejax.training.clusters`)
 
+Attribute losses need a source with binary attributes (batches carry
+``attributes``, bool (N, A); :mod:`facejax.data.attribute_sources`) and
+train on them instead of identities (:mod:`facejax.losses.attributes`):
+
+  ``attributes``       the multi-task network: one logit per attribute
+                       (head W (D, A), b (A,)), sum_a lambda_a L_a of the
+                       per-attribute sigmoid cross-entropies; with
+                       ``weighting='adaptive'`` the lambdas are He et al.'s
+                       (ACM MM 2017) adaptive weights, recomputed by the
+                       loop from the validation losses every
+                       ``weighting_every`` steps (window
+                       ``weighting_window``) and carried in the state
+                       (``extra['task_weighting']``); ``'uniform'``: all 1
+  ``lmle_attributes``  LMLE per attribute: each attribute's own embedding
+                       (a projection (D, A, d), d = ``attribute_dim``),
+                       its classes split into ``clusters_per_class``
+                       clusters (``extra['clusters']`` (A, N), refreshed
+                       every ``cluster_every`` steps), the mean over
+                       attributes of the triple-header hinge (``margins``)
+
 Metric-learning losses see L2-normalised embeddings (FaceNet's ||f|| = 1;
 ``loss.normalise=False`` turns that off). Every loss takes float32
 embeddings (the backbone may compute in bfloat16).
@@ -45,6 +65,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from facejax import sharding
+from facejax.losses import attributes as attribute_losses
 from facejax.losses import center
 from facejax.losses import class_parallel
 from facejax.losses import contrastive
@@ -52,13 +73,16 @@ from facejax.losses import distances
 from facejax.losses import lmle
 from facejax.losses import sphereface
 from facejax.losses import triplet
+from facejax.training import adaptive_weighting
 
 CLASSIFICATION = ('softmax', 'arcface', 'cosface', 'combined', 'sphereface',
                   'center')
 METRIC_LEARNING = ('triplet_batch_hard', 'triplet_soft', 'triplet_batch_all',
                    'lifted', 'contrastive', 'lmle')
-NAMES = CLASSIFICATION + METRIC_LEARNING
+ATTRIBUTES = ('attributes', 'lmle_attributes')
+NAMES = CLASSIFICATION + METRIC_LEARNING + ATTRIBUTES
 CLASS_WEIGHT_INIT_STD = 0.01  # insightface's normal(0, 0.01)
+WEIGHTINGS = ('uniform', 'adaptive')
 
 
 class Objective:
@@ -67,11 +91,12 @@ class Objective:
   Attributes:
     name: the loss name (one of ``NAMES``).
     num_classes, embedding_dim: the head's shape.
+    num_attributes: A, for the attribute losses.
     needs_identity_balanced_batches: True for the metric-learning losses.
   """
 
   def __init__(self, loss_config, num_classes, embedding_dim, class_shards=1,
-               num_examples=None):
+               num_examples=None, num_attributes=None):
     self.config = loss_config
     self.name = loss_config.name
     if self.name not in NAMES:
@@ -84,36 +109,89 @@ class Objective:
     # columns are left out of the softmax (num_classes below).
     self.padded_classes = -(-num_classes // class_shards) * class_shards
     self.num_examples = num_examples
-    if self.name == 'lmle' and not num_examples:
-      raise ValueError('loss.name=lmle keeps a cluster per training example: '
-                       'pass num_examples')
+    if self.name in ('lmle', 'lmle_attributes') and not num_examples:
+      raise ValueError(f'loss.name={self.name} keeps a cluster per training '
+                       'example: pass num_examples')
+    self.num_attributes = num_attributes
+    if self.uses_attributes and not num_attributes:
+      raise ValueError(f'loss.name={self.name} trains on attributes: pass '
+                       'num_attributes (the data has none)')
+    if self.name == 'attributes' and self.weighting not in WEIGHTINGS:
+      raise ValueError(f'loss.weighting: unknown {self.weighting!r}; choose '
+                       f'one of {", ".join(WEIGHTINGS)}')
 
   @property
   def needs_example_index(self):
     """True when batches must carry ``index`` (the examples' positions)."""
-    return self.name == 'lmle'
+    return self.name in ('lmle', 'lmle_attributes')
+
+  @property
+  def uses_attributes(self):
+    """True when the targets are the batch's ``attributes``, not labels."""
+    return self.name in ATTRIBUTES
+
+  @property
+  def reclusters(self):
+    """True when the loop must refresh ``extra['clusters']`` (LMLE)."""
+    return self.name in ('lmle', 'lmle_attributes')
+
+  @property
+  def weighting(self):
+    return self.config.get('weighting', 'uniform')
+
+  @property
+  def adapts_task_weights(self):
+    """True when the loop must record validation losses (adaptive)."""
+    return self.name == 'attributes' and self.weighting == 'adaptive'
 
   @property
   def has_class_weights(self):
     return self.name in CLASSIFICATION
 
   def init_head(self, key):
-    """Learned head parameters: {'class_weights': (D, C)} or {}."""
+    """Learned head parameters: {'class_weights': (D, C)};
+    {'attribute_weights': (D, A), 'attribute_bias': (A,)} (multi-task);
+    {'attribute_projection': (D, A, d)} (LMLE on attributes); or {}."""
+    dim = self.embedding_dim
+    if self.name == 'attributes':
+      return dict(attribute_weights=CLASS_WEIGHT_INIT_STD * jax.random.normal(
+          key, (dim, self.num_attributes), jnp.float32),
+                  attribute_bias=jnp.zeros((self.num_attributes,),
+                                           jnp.float32))
+    if self.name == 'lmle_attributes':
+      shape = (dim, self.num_attributes, self.config.attribute_dim)
+      return dict(attribute_projection=jax.random.normal(
+          key, shape, jnp.float32) / jnp.sqrt(dim))
     if not self.has_class_weights:
       return {}
     return dict(class_weights=CLASS_WEIGHT_INIT_STD * jax.random.normal(
-        key, (self.embedding_dim, self.padded_classes), jnp.float32))
+        key, (dim, self.padded_classes), jnp.float32))
 
   def init_extra(self):
     """Non-learned state: {'centers': (C, D)} for center loss, {'clusters':
     (N,) int32} (one cluster per class until the first clustering) for
-    LMLE, else {}."""
+    LMLE, {'clusters': (A, N)} for LMLE on attributes, the adaptive task
+    weighting's state {'task_weighting': {'history', 'count', 'weights'}}
+    (:class:`facejax.training.adaptive_weighting.State` as a dict), else
+    {}."""
     if self.name == 'center':
       return dict(centers=jnp.zeros((self.num_classes, self.embedding_dim),
                                     jnp.float32))
     if self.name == 'lmle':
       return dict(clusters=jnp.zeros((self.num_examples,), jnp.int32))
+    if self.name == 'lmle_attributes':
+      return dict(clusters=jnp.zeros(
+          (self.num_attributes, self.num_examples), jnp.int32))
+    if self.adapts_task_weights:
+      return dict(task_weighting=adaptive_weighting.init(
+          self.num_attributes, self.config.weighting_window)._asdict())
     return {}
+
+  def task_weights(self, extra):
+    """The multi-task lambdas (A,): adaptive from the state, or ones."""
+    if 'task_weighting' in extra:
+      return extra['task_weighting']['weights']
+    return jnp.ones((self.num_attributes,), jnp.float32)
 
   def head_shardings(self, mesh):
     if not self.has_class_weights:
@@ -121,8 +199,8 @@ class Objective:
     return dict(class_weights=sharding.class_weight_sharding(mesh))
 
   def extra_shardings(self, mesh):
-    return {name: NamedSharding(mesh, P()) for name in
-            jax.eval_shape(self.init_extra)}
+    return jax.tree.map(lambda _: NamedSharding(mesh, P()),
+                        jax.eval_shape(self.init_extra))
 
   def __call__(self, embeddings, labels, head, extra, step, mesh, rng=None,
                indices=None):
@@ -130,7 +208,8 @@ class Objective:
 
     Args:
       embeddings: (N, D) float32, batch-sharded.
-      labels: (N,) int32 identities.
+      labels: (N,) int32 identities, or (N, A) bool attributes for the
+        attribute losses.
       head: the head parameters (:meth:`init_head`).
       extra: the extra state (:meth:`init_extra`).
       step: the optimizer step (for annealed schedules).
@@ -168,7 +247,17 @@ class Objective:
           lam, **head_options)
     else:
       loss = None
-    if name == 'center' or name in METRIC_LEARNING:
+    if name == 'attributes':
+      logits = attribute_losses.attribute_logits(
+          embeddings, head['attribute_weights'], head['attribute_bias'])
+      per_task = attribute_losses.per_task_sigmoid_cross_entropy(
+          logits, labels)
+      loss = adaptive_weighting.weighted_loss(per_task,
+                                              self.task_weights(extra))
+      metrics['mean_task_loss'] = jnp.mean(per_task)
+      metrics['attribute_accuracy'] = jnp.mean(
+          ((logits > 0) == labels).astype(jnp.float32))
+    if name in ('center', 'lmle_attributes') or name in METRIC_LEARNING:
       # Small (N, D) and (N, N) problems: on the whole, replicated batch.
       everywhere = NamedSharding(mesh, P())
       embeddings = jax.reshard(embeddings, everywhere)
@@ -209,4 +298,15 @@ class Objective:
           margins=tuple(c.margins), valid=quintuplets.valid)
       metrics['valid_quintuplets'] = jnp.mean(
           quintuplets.valid.astype(jnp.float32))
+    elif name == 'lmle_attributes':
+      if indices is None:
+        raise ValueError('loss.name=lmle_attributes needs batches with the '
+                         'examples\' index (train_dataset(with_index=True))')
+      features = attribute_losses.attribute_embeddings(
+          embeddings, head['attribute_projection'])
+      losses, valid = attribute_losses.lmle_attribute_losses(
+          features, labels, extra['clusters'][:, indices],
+          margins=tuple(c.margins))
+      loss = jnp.mean(losses)
+      metrics['valid_quintuplets'] = jnp.mean(valid)
     return loss, extra, metrics

@@ -74,7 +74,9 @@ def make_train_step(model, objective, optimizer, mesh, state_shardings,
 
   def train_step(state, batch):
     rng, step_rng = jax.random.split(state.rng)
-    images, labels = batch['image'], batch['label']
+    images = batch['image']
+    # The targets: identities, or the attributes for the attribute losses.
+    labels = batch['attributes' if objective.uses_attributes else 'label']
     indices = batch.get('index')  # the examples' positions (LMLE)
     if micro_batches == 1:
       (loss, (batch_stats, extra, metrics)), grads = loss_and_grads(

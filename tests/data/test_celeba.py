@@ -3,14 +3,25 @@
 The fixtures are small files in CelebA's published layout (a count line, the
 40 names, then ``000001.jpg -1  1 ...`` with values padded to two columns as
 in the real file), written to tmp_path, with an empty JPEG per image.
+:func:`celeba.load_tfds` is tested on tensorflow-datasets' ``celeb_a``
+prepared from tiny copies of its original files
+(``test_tfds_sources.write_celeb_a``).
 """
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from facejax.data import celeba
 from facejax.data import synthetic
+from facejax.data import tfds_sources
+from tests.data import test_tfds_sources
+
+# Every test of this module runs with the socket functions refused and
+# checked unused (the autouse fixture of test_tfds_sources).
+network_attempts = test_tfds_sources.network_attempts
 
 # Image i (from 0) has attribute a present when (i + a) % 3 == 0; its split is
 # i % 3 (train, val, test).
@@ -209,6 +220,131 @@ def test_load_split_needs_celebas_attribute_names(root):
   with pytest.raises(ValueError, match=r'list_attr_celeba\.txt:2: expected '
                      'the 40 CelebA attribute names'):
     celeba.load_split(str(root), 'train')
+
+
+# ----------------------------------------------------------------------------
+# load_tfds.
+# ----------------------------------------------------------------------------
+
+TFDS_PARTITIONS = {'train': 0, 'val': 1, 'test': 2}
+
+
+@pytest.fixture
+def celeb_a_files(tmp_path):
+  """(manual dir with tfds' original CelebA files, data dir, the records)."""
+  manual_dir = tmp_path / 'manual'
+  records = test_tfds_sources.write_celeb_a(manual_dir)
+  return manual_dir, tmp_path / 'tfds', records
+
+
+def load_fixture(celeb_a_files, split, **kwargs):
+  manual_dir, data_dir, _ = celeb_a_files
+  return celeba.load_tfds(split, data_dir=data_dir, manual_dir=manual_dir,
+                          verify_checksums=False, **kwargs)
+
+
+def match_records(images, records):
+  """The records of ``images``, matched by image: tfds keeps no file name."""
+  unmatched = dict(records)
+  matched = []
+  for image in images:
+    identity = min(unmatched, key=lambda identity: np.abs(
+        unmatched[identity]['image'].astype(int) - image.astype(int)).mean())
+    matched.append(unmatched.pop(identity))
+  return matched
+
+
+@pytest.mark.parametrize('split', ['train', 'val', 'test'])
+def test_load_tfds_reads_the_split(celeb_a_files, split):
+  records = {identity: record
+             for identity, record in celeb_a_files[2].items()
+             if record['partition'] == TFDS_PARTITIONS[split]}
+  images, attributes = load_fixture(celeb_a_files, split)
+  assert images.dtype == np.uint8
+  assert images.shape == (len(records), 218, 178, 3)
+  assert attributes.dtype == bool and attributes.shape == (len(records), 40)
+  for image, row, record in zip(images, attributes,
+                                match_records(images, records)):
+    test_tfds_sources.check_image(image, record['image'], record['jpeg'])
+    assert row.tolist() == [record['attributes'][name]
+                            for name in celeba.ATTRIBUTE_NAMES]
+
+
+def test_load_tfds_orders_attributes_as_attribute_names(celeb_a_files,
+                                                        monkeypatch):
+  # CelebA's names are in alphabetical order, as tfds' dict may be: a
+  # permutation tells the order of ATTRIBUTE_NAMES from theirs.
+  _, expected = load_fixture(celeb_a_files, 'train')
+  permutation = np.random.default_rng(1).permutation(40)
+  monkeypatch.setattr(celeba, 'ATTRIBUTE_NAMES', tuple(
+      celeba.ATTRIBUTE_NAMES[k] for k in permutation))
+  _, permuted = load_fixture(celeb_a_files, 'train')
+  np.testing.assert_array_equal(permuted, expected[:, permutation])
+
+
+def test_load_tfds_needs_celebas_attribute_names(celeb_a_files, monkeypatch):
+  monkeypatch.setattr(celeba, 'ATTRIBUTE_NAMES',
+                      celeba.ATTRIBUTE_NAMES[:-1] + ('Old',))
+  with pytest.raises(ValueError, match=r"not CelebA's 40: missing \['Old'\], "
+                     r"extra \['Young'\]"):
+    load_fixture(celeb_a_files, 'test')
+
+
+def test_load_tfds_takes_the_first_max_examples(celeb_a_files):
+  images, attributes = load_fixture(celeb_a_files, 'train')
+  assert len(images) == 3
+  for max_examples in (1, 2):
+    first_images, first_attributes = load_fixture(
+        celeb_a_files, 'train', max_examples=max_examples)
+    np.testing.assert_array_equal(first_images, images[:max_examples])
+    np.testing.assert_array_equal(first_attributes,
+                                  attributes[:max_examples])
+  all_images, all_attributes = load_fixture(celeb_a_files, 'train',
+                                            max_examples=4)
+  np.testing.assert_array_equal(all_images, images)
+  np.testing.assert_array_equal(all_attributes, attributes)
+  val_images, _ = load_fixture(celeb_a_files, 'val', max_examples=1)
+  assert val_images.shape == (1, 218, 178, 3)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(split='validation'), r"split must be one of .* 'validation'"),
+    (dict(split='train[:10%]'), r"split must be one of .* 'train\[:10%\]'"),
+    (dict(split='Train'), r"got 'Train'"),
+    (dict(split=None), r'got None'),
+    (dict(split=['train']), r"got \['train'\]"),
+    (dict(split='train', max_examples=0), r'max_examples must be an int in '
+     r'\[1, inf\], got 0'),
+    (dict(split='train', max_examples=-2), r'max_examples .* got -2'),
+    (dict(split='train', max_examples=2.0), r'max_examples .* got 2\.0'),
+    (dict(split='train', max_examples='2'), r"max_examples .* got '2'"),
+    (dict(split='train', max_examples=True), r'max_examples .* got True'),
+])
+def test_load_tfds_arguments_are_checked(tmp_path, kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    celeba.load_tfds(data_dir=tmp_path / 'tfds', manual_dir=tmp_path,
+                     **kwargs)
+  assert os.listdir(tmp_path) == []
+
+
+def test_load_tfds_without_the_data_raises_source_files_not_found(tmp_path):
+  with pytest.raises(tfds_sources.SourceFilesNotFoundError) as raised:
+    celeba.load_tfds('val', data_dir=tmp_path / 'tfds', manual_dir=tmp_path)
+  assert sorted(source.filename for source in raised.value.missing) == list(
+      test_tfds_sources.CELEB_A_FILES)
+  assert 'img_align_celeba.zip  (missing)' in str(raised.value)
+  assert not (tmp_path / 'tfds' / 'celeb_a').exists()
+
+
+def test_importing_the_module_imports_no_tensorflow():
+  code = ('import sys\n'
+          'import facejax.data.celeba\n'
+          'loaded = [m for m in ("tensorflow", "tensorflow_datasets")\n'
+          '          if m in sys.modules]\n'
+          'assert not loaded, loaded\n')
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, check=False)
+  assert result.returncode == 0, result.stderr
 
 
 # ----------------------------------------------------------------------------

@@ -1,0 +1,135 @@
+"""Attribute runs through the whole loop: schedules, resume, errors."""
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from facejax.data import attribute_sources
+from facejax.data import celeba
+from facejax.training import adaptive_weighting
+from facejax.training import loop
+from facejax.training import step as step_lib
+from tests.training.tiny import leaves
+from tests.training.tiny import tiny_config
+
+NUM_ATTRIBUTES = 6
+
+
+def attribute_config(loss, **overrides):
+  """The tiny config on a tiny synthetic attribute set (32 faces)."""
+  config = tiny_config(**dict(dict(total_steps=5), **overrides))
+  config.data.source = 'synthetic_attributes'
+  config.data.synthetic_attributes = dict(
+      train=32, val=16, test=16, num_attributes=NUM_ATTRIBUTES, seed=0,
+      image_size=32)
+  config.loss = ml_collections.ConfigDict(loss)
+  return config
+
+
+ADAPTIVE = dict(name='attributes', weighting='adaptive', weighting_every=1,
+                weighting_window=1)
+LMLE = dict(name='lmle_attributes', attribute_dim=3, margins=(0.1, 0.1, 0.2),
+            clusters_per_class=2, cluster_every=2)
+
+
+def test_adaptive_weights_follow_the_validation_losses_and_resume(tmp_path):
+  whole = loop.train(attribute_config(ADAPTIVE), str(tmp_path / 'whole'),
+                     log=False)
+  four = loop.train(attribute_config(ADAPTIVE), str(tmp_path / 'parts'),
+                    log=False, stop_at=4)
+  rest = loop.train(attribute_config(ADAPTIVE), str(tmp_path / 'parts'),
+                    log=False)
+  for a, b in zip(leaves(rest.state), leaves(whole.state)):
+    np.testing.assert_array_equal(a, b)
+  weighting = adaptive_weighting.State(**whole.state.extra['task_weighting'])
+  assert int(weighting.count) == 5  # a record before each of the 5 steps
+  weights = np.asarray(weighting.weights)
+  assert weights.shape == (NUM_ATTRIBUTES,)
+  np.testing.assert_allclose(weights.mean(), 1.0, rtol=1e-5)
+  assert not np.allclose(weights, 1.0)  # updated from record 2 on
+  # Window 1: record r sits in row (r - 1) % 2, so record 5 (cur) is row 0
+  # and record 4 (pre) row 1; the weights are the paper's formula of them.
+  history = np.asarray(weighting.history, np.float64)
+  cur, pre = history[0], history[1]
+  trend = np.abs(cur - pre) / cur
+  raw = (trend / trend.mean()) * (cur / cur.mean())
+  np.testing.assert_allclose(weights, raw / raw.mean(), rtol=1e-4)
+  # Record 5 is the validation loss of the state after 4 steps.
+  config = attribute_config(ADAPTIVE)
+  validation = attribute_sources.open_split(config.data, 'val')
+  with jax.set_mesh(four.mesh):
+    losses = loop.validation_task_losses(
+        step_lib.make_embed(four.model, four.mesh), four.state, validation,
+        four.mesh, config)
+  np.testing.assert_allclose(cur, losses, rtol=1e-5)
+  assert all('attribute_accuracy' in h for h in whole.history)
+
+
+def test_lmle_attributes_recluster_each_attribute_and_resume(tmp_path):
+  whole = loop.train(attribute_config(LMLE), str(tmp_path / 'whole'),
+                     log=False)
+  loop.train(attribute_config(LMLE), str(tmp_path / 'parts'), log=False,
+             stop_at=3)
+  rest = loop.train(attribute_config(LMLE), str(tmp_path / 'parts'),
+                    log=False)
+  for a, b in zip(leaves(rest.state), leaves(whole.state)):
+    np.testing.assert_array_equal(a, b)
+  clusters = np.asarray(whole.state.extra['clusters'])
+  attributes = whole.source.attributes
+  assert clusters.shape == (NUM_ATTRIBUTES, 32)
+  # Global ids class * 2 + {0, 1}: each attribute's classes split in two.
+  np.testing.assert_array_equal(clusters // 2, attributes.T)
+  for a in range(NUM_ATTRIBUTES):
+    for value in (False, True):
+      members = clusters[a][attributes[:, a] == value]
+      assert len(set(members)) == min(2, len(members))
+  assert all(0 <= h['valid_quintuplets'] <= 1 for h in whole.history)
+
+
+def test_the_training_split_is_the_synthetic_attribute_set(tmp_path):
+  run = loop.train(attribute_config(dict(name='attributes'), total_steps=1),
+                   str(tmp_path), log=False)
+  expected, names, _ = celeba.synthetic_attribute_labels(
+      32, seed=0, num_attributes=NUM_ATTRIBUTES, first_identity=1_000_000)
+  np.testing.assert_array_equal(run.source.attributes, expected)
+  assert list(run.source.attribute_names) == names
+  assert run.state.params['head']['attribute_weights'].shape == (
+      8, NUM_ATTRIBUTES)
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(source='synthetic'), "trains on attributes but data.source="
+     "'synthetic' has none"),
+    (dict(loss='arcface'), 'is an attribute dataset: use loss.name'),
+    (dict(weighting_every=0), 'loss.weighting_every must be >= 1'),
+])
+def test_config_errors_name_the_key(tmp_path, change, message):
+  config = attribute_config(ADAPTIVE)
+  if 'source' in change:
+    config.data.source = change['source']
+  if 'loss' in change:
+    config.loss = ml_collections.ConfigDict(dict(name='arcface', scale=16.0,
+                                                 margin=0.3))
+  if 'weighting_every' in change:
+    config.loss.weighting_every = 0
+  with pytest.raises(loop.ConfigError, match=message):
+    loop.train(config, str(tmp_path), log=False)
+
+
+def test_init_from_starts_with_another_runs_backbone(tmp_path):
+  first = loop.train(tiny_config(total_steps=2), str(tmp_path / 'identity'),
+                     log=False)
+  config = attribute_config(dict(name='attributes'), total_steps=1)
+  config.init_from = str(tmp_path / 'identity')
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name='adamw', learning_rate=0.0, weight_decay=1e-4, warmup_steps=0,
+      schedule='constant'))
+  tuned = loop.train(config, str(tmp_path / 'attributes'), log=False)
+  # A zero learning rate: the backbone is still the identity run's.
+  for a, b in zip(leaves(tuned.state.params['backbone']),
+                  leaves(first.state.params['backbone'])):
+    np.testing.assert_array_equal(a, b)
+  config.init_from = str(tmp_path / 'identity')
+  config.model.kwargs.embedding_dim = 16
+  with pytest.raises(loop.ConfigError, match='does not match config.model'):
+    loop.train(config, str(tmp_path / 'other'), log=False)
