@@ -21,8 +21,22 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 import hypothesis  # noqa: E402
+import pytest  # noqa: E402
 
 hypothesis.settings.register_profile(
     'facejax', deadline=None, max_examples=25, derandomize=True,
     print_blob=True)
 hypothesis.settings.load_profile('facejax')
+
+
+@pytest.fixture(scope='session')
+def attribute_runs(tmp_path_factory):
+  """Two 5-step runs on the tiny synthetic attribute set, trained once for
+  the engine's and the evaluation job's tests: name -> loop.Run."""
+  from facejax.training import loop  # pylint: disable=g-import-not-at-top
+  from tests.training import tiny  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('attribute_runs')
+  return {name: loop.train(tiny.attribute_config(loss), str(root / name),
+                           log=False)
+          for name, loss in (('adaptive', tiny.ADAPTIVE),
+                             ('lmle', tiny.LMLE_ATTRIBUTES))}

@@ -85,7 +85,7 @@ def check_attributes(attributes, attribute_names, num_examples, where):
     where: the source's description for the message.
   """
   attributes = np.asarray(attributes)
-  names = tuple(attribute_names or ())
+  names = () if attribute_names is None else tuple(attribute_names)
   if attributes.ndim != 2 or len(attributes) != num_examples:
     raise ValueError(f'{where}: attributes must be (num_examples='
                      f'{num_examples}, num_attributes), got '

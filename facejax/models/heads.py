@@ -1,4 +1,4 @@
-"""Heads shared by every backbone: the embedding head and the attribute head."""
+"""The embedding head every backbone ends with."""
 from typing import Any
 
 import flax.linen as nn
@@ -48,16 +48,3 @@ class EmbeddingHead(nn.Module):
                                     use_scale=False,
                                     name='output_norm')(embedding)
     return embedding.astype(jnp.float32)
-
-
-class AttributeHead(nn.Module):
-  """Embedding -> one logit per binary attribute (multi-task, sigmoid CE)."""
-  num_attributes: int = 40
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, embedding):
-    logits = nn.Dense(self.num_attributes, dtype=self.dtype,
-                      param_dtype=self.param_dtype, name='logits')(embedding)
-    return logits.astype(jnp.float32)

@@ -35,13 +35,3 @@ def test_embedding_head_dropout_only_in_train_mode():
   trained = head.apply(variables, features, train=True,
                        rngs={'dropout': jax.random.PRNGKey(2)})
   assert not np.allclose(trained, evaluated)
-
-
-def test_attribute_head_gives_one_float32_logit_per_attribute():
-  embedding = jax.random.normal(jax.random.PRNGKey(0), (3, 16))
-  head = heads.AttributeHead(num_attributes=40, dtype=jnp.bfloat16)
-  variables = head.init(jax.random.PRNGKey(1), embedding)
-  chex.assert_type(jax.tree_util.tree_leaves(variables), jnp.float32)
-  logits = head.apply(variables, embedding)
-  chex.assert_shape(logits, (3, 40))
-  chex.assert_type(logits, jnp.float32)

@@ -9,32 +9,16 @@ from facejax.data import celeba
 from facejax.training import adaptive_weighting
 from facejax.training import loop
 from facejax.training import step as step_lib
+from tests.training.tiny import ADAPTIVE
+from tests.training.tiny import LMLE_ATTRIBUTES as LMLE
+from tests.training.tiny import NUM_ATTRIBUTES
+from tests.training.tiny import attribute_config
 from tests.training.tiny import leaves
 from tests.training.tiny import tiny_config
 
-NUM_ATTRIBUTES = 6
-
-
-def attribute_config(loss, **overrides):
-  """The tiny config on a tiny synthetic attribute set (32 faces)."""
-  config = tiny_config(**dict(dict(total_steps=5), **overrides))
-  config.data.source = 'synthetic_attributes'
-  config.data.synthetic_attributes = dict(
-      train=32, val=16, test=16, num_attributes=NUM_ATTRIBUTES, seed=0,
-      image_size=32)
-  config.loss = ml_collections.ConfigDict(loss)
-  return config
-
-
-ADAPTIVE = dict(name='attributes', weighting='adaptive', weighting_every=1,
-                weighting_window=1)
-LMLE = dict(name='lmle_attributes', attribute_dim=3, margins=(0.1, 0.1, 0.2),
-            clusters_per_class=2, cluster_every=2)
-
-
-def test_adaptive_weights_follow_the_validation_losses_and_resume(tmp_path):
-  whole = loop.train(attribute_config(ADAPTIVE), str(tmp_path / 'whole'),
-                     log=False)
+def test_adaptive_weights_follow_the_validation_losses_and_resume(
+    tmp_path, attribute_runs):
+  whole = attribute_runs['adaptive']
   four = loop.train(attribute_config(ADAPTIVE), str(tmp_path / 'parts'),
                     log=False, stop_at=4)
   rest = loop.train(attribute_config(ADAPTIVE), str(tmp_path / 'parts'),
@@ -65,9 +49,9 @@ def test_adaptive_weights_follow_the_validation_losses_and_resume(tmp_path):
   assert all('attribute_accuracy' in h for h in whole.history)
 
 
-def test_lmle_attributes_recluster_each_attribute_and_resume(tmp_path):
-  whole = loop.train(attribute_config(LMLE), str(tmp_path / 'whole'),
-                     log=False)
+def test_lmle_attributes_recluster_each_attribute_and_resume(
+    tmp_path, attribute_runs):
+  whole = attribute_runs['lmle']
   loop.train(attribute_config(LMLE), str(tmp_path / 'parts'), log=False,
              stop_at=3)
   rest = loop.train(attribute_config(LMLE), str(tmp_path / 'parts'),
@@ -86,9 +70,8 @@ def test_lmle_attributes_recluster_each_attribute_and_resume(tmp_path):
   assert all(0 <= h['valid_quintuplets'] <= 1 for h in whole.history)
 
 
-def test_the_training_split_is_the_synthetic_attribute_set(tmp_path):
-  run = loop.train(attribute_config(dict(name='attributes'), total_steps=1),
-                   str(tmp_path), log=False)
+def test_the_training_split_is_the_synthetic_attribute_set(attribute_runs):
+  run = attribute_runs['adaptive']
   expected, names, _ = celeba.synthetic_attribute_labels(
       32, seed=0, num_attributes=NUM_ATTRIBUTES, first_identity=1_000_000)
   np.testing.assert_array_equal(run.source.attributes, expected)

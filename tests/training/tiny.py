@@ -2,6 +2,7 @@
 import os
 
 import jax
+import ml_collections
 import numpy as np
 
 from train.configs import default
@@ -44,3 +45,22 @@ def leaves(tree):
 def saved_steps(workdir):
   directory = os.path.join(workdir, 'checkpoints')
   return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+
+
+NUM_ATTRIBUTES = 6
+ADAPTIVE = dict(name='attributes', weighting='adaptive', weighting_every=1,
+                weighting_window=1)
+LMLE_ATTRIBUTES = dict(name='lmle_attributes', attribute_dim=3,
+                       margins=(0.1, 0.1, 0.2), clusters_per_class=2,
+                       cluster_every=2)
+
+
+def attribute_config(loss, **overrides):
+  """The tiny config on a tiny synthetic attribute set (32 faces, 5 steps)."""
+  config = tiny_config(**dict(dict(total_steps=5), **overrides))
+  config.data.source = 'synthetic_attributes'
+  config.data.synthetic_attributes = dict(
+      train=32, val=16, test=16, num_attributes=NUM_ATTRIBUTES, seed=0,
+      image_size=32)
+  config.loss = ml_collections.ConfigDict(loss)
+  return config
