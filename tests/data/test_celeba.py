@@ -8,8 +8,6 @@ prepared from tiny copies of its original files
 (``test_tfds_sources.write_celeb_a``).
 """
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -334,17 +332,6 @@ def test_load_tfds_without_the_data_raises_source_files_not_found(tmp_path):
       test_tfds_sources.CELEB_A_FILES)
   assert 'img_align_celeba.zip  (missing)' in str(raised.value)
   assert not (tmp_path / 'tfds' / 'celeb_a').exists()
-
-
-def test_importing_the_module_imports_no_tensorflow():
-  code = ('import sys\n'
-          'import facejax.data.celeba\n'
-          'loaded = [m for m in ("tensorflow", "tensorflow_datasets")\n'
-          '          if m in sys.modules]\n'
-          'assert not loaded, loaded\n')
-  result = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                          text=True, check=False)
-  assert result.returncode == 0, result.stderr
 
 
 # ----------------------------------------------------------------------------
