@@ -302,6 +302,12 @@ def restore_backbone(config, workdir, step=None, mesh=None):
   return model, dict(params=params, batch_stats=batch_stats)
 
 
+def local_copy(tree):
+  """Numpy copies of replicated arrays (this process's first shard: with
+  several processes the global arrays are not fully addressable)."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
 def attribute_features(features, projection):
   """(A, N, d) numpy: every attribute's LMLE embedding of ``features``."""
   return np.asarray(jax.device_get(attribute_losses.attribute_embeddings(
@@ -324,8 +330,7 @@ def recluster(embed, state, source, mesh, config, step):
                             config.eval.batch_size, config.data.image_size,
                             flip=False, normalise=False)
     per_attribute = attribute_features(
-        features, jax.device_get(
-            state.params['head']['attribute_projection']))
+        features, local_copy(state.params['head']['attribute_projection']))
     assignments = np.stack([clusters_lib.within_class_kmeans(
         per_attribute[a], source.attributes[:, a].astype(np.int32), k,
         num_classes=2, iterations=iterations,
@@ -346,7 +351,7 @@ def validation_task_losses(embed, state, source, mesh, config):
   features = embed_source(embed, backbone_variables(state), source, mesh,
                           config.eval.batch_size, config.data.image_size,
                           flip=False, normalise=False)
-  head = jax.device_get(state.params['head'])
+  head = local_copy(state.params['head'])
   logits = attribute_losses.attribute_logits(
       jnp.asarray(features), jnp.asarray(head['attribute_weights']),
       jnp.asarray(head['attribute_bias']))
