@@ -42,10 +42,10 @@ from facejax.data import device
 from facejax.data import pipeline
 from facejax.data import sources
 from facejax.data import synthetic
+from facejax.losses import attributes as attribute_losses
 from facejax.training import adaptive_weighting
 from facejax.training import checkpoint
 from facejax.training import clusters as clusters_lib
-from facejax.losses import attributes as attribute_losses
 from facejax.training import objectives
 from facejax.training import observe
 from facejax.training import optim

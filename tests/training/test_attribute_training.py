@@ -1,4 +1,7 @@
 """Attribute runs through the whole loop: schedules, resume, errors."""
+import os
+import shutil
+
 import jax
 import ml_collections
 import numpy as np
@@ -14,15 +17,22 @@ from tests.training.tiny import LMLE_ATTRIBUTES as LMLE
 from tests.training.tiny import NUM_ATTRIBUTES
 from tests.training.tiny import attribute_config
 from tests.training.tiny import leaves
-from tests.training.tiny import tiny_config
+
+def resumed_from_step_four(run, config, directory):
+  """(state restored at step 4, the run resumed from there to step 5) of a
+  copy of ``run``'s workdir without its last checkpoint."""
+  shutil.copytree(run.workdir, directory)
+  shutil.rmtree(os.path.join(directory, 'checkpoints', '5'))
+  four = loop.train(config, directory, log=False, stop_at=4)  # no step
+  return four, loop.train(config, directory, log=False)
+
 
 def test_adaptive_weights_follow_the_validation_losses_and_resume(
     tmp_path, attribute_runs):
   whole = attribute_runs['adaptive']
-  four = loop.train(attribute_config(ADAPTIVE), str(tmp_path / 'parts'),
-                    log=False, stop_at=4)
-  rest = loop.train(attribute_config(ADAPTIVE), str(tmp_path / 'parts'),
-                    log=False)
+  four, rest = resumed_from_step_four(whole, attribute_config(ADAPTIVE),
+                                      str(tmp_path / 'copy'))
+  assert int(four.state.step) == 4 and not four.history
   for a, b in zip(leaves(rest.state), leaves(whole.state)):
     np.testing.assert_array_equal(a, b)
   weighting = adaptive_weighting.State(**whole.state.extra['task_weighting'])
@@ -52,10 +62,9 @@ def test_adaptive_weights_follow_the_validation_losses_and_resume(
 def test_lmle_attributes_recluster_each_attribute_and_resume(
     tmp_path, attribute_runs):
   whole = attribute_runs['lmle']
-  loop.train(attribute_config(LMLE), str(tmp_path / 'parts'), log=False,
-             stop_at=3)
-  rest = loop.train(attribute_config(LMLE), str(tmp_path / 'parts'),
-                    log=False)
+  # Resumed at step 4, where it re-clusters (cluster_every=2).
+  _, rest = resumed_from_step_four(whole, attribute_config(LMLE),
+                                   str(tmp_path / 'copy'))
   for a, b in zip(leaves(rest.state), leaves(whole.state)):
     np.testing.assert_array_equal(a, b)
   clusters = np.asarray(whole.state.extra['clusters'])
@@ -99,11 +108,11 @@ def test_config_errors_name_the_key(tmp_path, change, message):
     loop.train(config, str(tmp_path), log=False)
 
 
-def test_init_from_starts_with_another_runs_backbone(tmp_path):
-  first = loop.train(tiny_config(total_steps=2), str(tmp_path / 'identity'),
-                     log=False)
+def test_init_from_starts_with_another_runs_backbone(tmp_path,
+                                                   attribute_runs):
+  first = attribute_runs['lmle']
   config = attribute_config(dict(name='attributes'), total_steps=1)
-  config.init_from = str(tmp_path / 'identity')
+  config.init_from = first.workdir
   config.optimizer = ml_collections.ConfigDict(dict(
       name='adamw', learning_rate=0.0, weight_decay=1e-4, warmup_steps=0,
       schedule='constant'))
@@ -112,7 +121,6 @@ def test_init_from_starts_with_another_runs_backbone(tmp_path):
   for a, b in zip(leaves(tuned.state.params['backbone']),
                   leaves(first.state.params['backbone'])):
     np.testing.assert_array_equal(a, b)
-  config.init_from = str(tmp_path / 'identity')
   config.model.kwargs.embedding_dim = 16
   with pytest.raises(loop.ConfigError, match='does not match config.model'):
     loop.train(config, str(tmp_path / 'other'), log=False)

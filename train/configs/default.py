@@ -18,6 +18,7 @@ def get_config(arg=None):
   c.micro_batches = 1
   c.compute_dtype = 'float32'
   c.num_classes = 0  # 0: as many as the data has
+  c.init_from = ''  # a run's workdir: start from its backbone (fine-tuning)
   # model: devices on the class axis (-1: all); data = the rest.
   # shard_backbone: FSDP, large backbone parameters split over all devices.
   c.mesh = dict(model=1, shard_backbone=False)
