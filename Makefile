@@ -17,10 +17,8 @@ $(INSTALLED): setup.cfg pyproject.toml
 demo: $(INSTALLED)
 	$(VENV_PYTHON) -m train.demo
 
-# Two workers: a test mostly compiles, on one core; tests/conftest.py sets 8
-# simulated CPU devices in each worker.
 test: $(INSTALLED)
-	$(VENV_PYTHON) -m pytest -n 2
+	$(VENV_PYTHON) -m pytest  # tests/conftest.py sets 8 simulated CPU devices
 
 bench: $(INSTALLED)
 	$(VENV_PYTHON) -m bench.losses

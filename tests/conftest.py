@@ -15,10 +15,8 @@ os.environ['XLA_FLAGS'] = ' '.join(
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # The engine's tests compile the same train step several times (a run, then
 # its resumption): a persistent compilation cache for the session reuses it.
-# One cache per pytest-xdist worker, so two processes never write one entry.
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
-    tempfile.gettempdir(), f'facejax-test-jax-cache-{os.getuid()}-'
-    f'{os.environ.get("PYTEST_XDIST_WORKER", "main")}'))
+    tempfile.gettempdir(), f'facejax-test-jax-cache-{os.getuid()}'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
