@@ -31,7 +31,16 @@ def balanced_accuracy_by_loops(predictions, targets):
   return np.array(out)
 
 
-def test_the_report_scores_each_runs_predictions(runs, tmp_path, capsys):
+def test_the_report_scores_each_runs_predictions(runs, tmp_path, capsys,
+                                                 monkeypatch):
+  evaluated = {}  # what each run predicted, as the job computed it
+
+  def recording(workdir, *args, **kwargs):
+    result = evaluate_run(workdir, *args, **kwargs)
+    evaluated[result[0]] = result
+    return result
+  evaluate_run = eval_attributes.evaluate_run
+  monkeypatch.setattr(eval_attributes, 'evaluate_run', recording)
   out = str(tmp_path / 'eval')
   assert eval_attributes.main(
       ['--checkpoint', runs['multitask'], '--checkpoint', runs['lmle'],
@@ -39,13 +48,10 @@ def test_the_report_scores_each_runs_predictions(runs, tmp_path, capsys):
   printed = capsys.readouterr().out
   with open(os.path.join(out, 'attributes.json'), encoding='utf-8') as f:
     report = json.load(f)
-  assert set(report['methods']) == {'adaptive (multi-task)',
-                                    'lmle (LMLE-kNN)'}
+  assert set(report['methods']) == set(evaluated) == {
+      'adaptive (multi-task)', 'lmle (LMLE-kNN)'}
   assert 'balanced accuracy, 2 most imbalanced' in printed
-  for workdir, method in ((runs['multitask'], 'adaptive (multi-task)'),
-                          (runs['lmle'], 'lmle (LMLE-kNN)')):
-    _, data, predictions, step = eval_attributes.evaluate_run(
-        workdir, knn_k=3, progress=False)
+  for method, (_, data, predictions, step) in evaluated.items():
     assert step == 5 and report['checkpoint_steps'][method] == 5
     targets = data['test'].attributes
     expected = balanced_accuracy_by_loops(predictions, targets)
@@ -63,6 +69,9 @@ def test_the_report_scores_each_runs_predictions(runs, tmp_path, capsys):
         result['mean_balanced_accuracy_most_imbalanced'],
         expected[worst].mean())
     assert printed.count(method) == 2  # the summary and the table
+  # The multi-task predictions are the head's logits > 0 on the test split.
+  multitask = evaluated['adaptive (multi-task)']
+  assert multitask[2].shape == (16, 6) and multitask[2].dtype == bool
 
 
 def test_multitask_predicts_present_where_the_logit_is_positive():

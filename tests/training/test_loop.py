@@ -1,6 +1,7 @@
 """The training loop: resume, non-finite losses, config errors, meshes."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -29,6 +30,18 @@ def test_resume_is_exact(tmp_path):
          open(tmp_path / 'parts' / 'metrics.jsonl', encoding='utf-8')]
   assert [r['step'] for r in log] == [1, 2, 3, 4, 5]
   assert os.listdir(tmp_path / 'parts' / 'tensorboard')
+  # The backbone alone, restored from the config the run wrote.
+  saved = loop.load_config(str(tmp_path / 'whole'))
+  assert saved.model.kwargs.stage_features == [4, 4, 8, 8]
+  model, variables = loop.restore_backbone(saved, str(tmp_path / 'whole'))
+  for a, b in zip(leaves(variables['params']),
+                  leaves(whole.state.params['backbone'])):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(leaves(variables['batch_stats']),
+                  leaves(whole.state.batch_stats)):
+    np.testing.assert_array_equal(a, b)
+  images = np.zeros((2, 32, 32, 3), np.float32)
+  assert model.apply(variables, images).shape == (2, 8)
 
 
 def test_non_finite_loss_stops_before_any_checkpoint_after_it(tmp_path):
@@ -79,12 +92,15 @@ def lmle_config(**overrides):
 
 def test_lmle_reclusters_and_resumes_exactly(tmp_path):
   whole = loop.train(lmle_config(), str(tmp_path / 'whole'), log=False)
-  loop.train(lmle_config(), str(tmp_path / 'parts'), log=False, stop_at=3)
+  # Resumed from step 4 (a copy without the last checkpoint), where it
+  # re-clusters (cluster_every=2).
+  shutil.copytree(tmp_path / 'whole', tmp_path / 'parts')
+  shutil.rmtree(tmp_path / 'parts' / 'checkpoints' / '5')
   rest = loop.train(lmle_config(), str(tmp_path / 'parts'), log=False)
   for a, b in zip(leaves(rest.state), leaves(whole.state)):
     np.testing.assert_array_equal(a, b)
   assert [h['loss'] for h in rest.history] == [
-      h['loss'] for h in whole.history[3:]]
+      h['loss'] for h in whole.history[4:]]
   clusters = np.asarray(whole.state.extra['clusters'])
   labels = whole.source.labels
   # Global cluster ids c * 2 + {0, 1}: each identity split in two.
@@ -115,21 +131,6 @@ def test_resume_on_another_mesh(tmp_path):
                      log=False)
   for a, b in zip(leaves(resumed.state.params), leaves(whole.state.params)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
-def test_restore_backbone_only(tmp_path):
-  run = loop.train(tiny_config(total_steps=2), str(tmp_path), log=False)
-  saved = loop.load_config(str(tmp_path))  # the config the run wrote
-  assert saved.model.kwargs.stage_features == [4, 4, 8, 8]
-  model, variables = loop.restore_backbone(saved, str(tmp_path))
-  for a, b in zip(leaves(variables['params']),
-                  leaves(run.state.params['backbone'])):
-    np.testing.assert_array_equal(a, b)
-  for a, b in zip(leaves(variables['batch_stats']),
-                  leaves(run.state.batch_stats)):
-    np.testing.assert_array_equal(a, b)
-  images = np.zeros((2, 32, 32, 3), np.float32)
-  assert model.apply(variables, images).shape == (2, 8)
 
 
 def test_load_config_names_the_missing_file(tmp_path):
