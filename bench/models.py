@@ -9,8 +9,6 @@ For every registered backbone: parameters (from ``jax.eval_shape`` of its
 """
 import argparse
 
-import jax
-import jax.numpy as jnp
 
 from facejax import models
 from facejax.models import counting
@@ -33,21 +31,16 @@ ROWS = (
 )
 
 
-def parameters(model, height, width):
-  variables = jax.eval_shape(lambda: model.init(
-      jax.random.PRNGKey(0), jnp.zeros((1, height, width, 3))))
-  return counting.count_parameters(variables['params'])
-
-
 def table_rows():
   """(name, embedding, parameters, paper input, GMACs there, GMACs 112x112)."""
   for name, kwargs, (height, width), source in ROWS:
     model = models.get(name, **kwargs)
     label = name + ''.join(f' ({k}={v})' for k, v in kwargs.items())
-    yield (label, model.embedding_dim, parameters(model, height, width),
-           f'{height}x{width}',
-           counting.count_macs(model, (1, height, width, 3)) / 1e9,
-           counting.count_macs(model, (1, 112, 112, 3)) / 1e9, source)
+    count, macs = counting.count(model, (1, height, width, 3))
+    macs112 = (macs if (height, width) == (112, 112) else
+               counting.count_macs(model, (1, 112, 112, 3)))
+    yield (label, model.embedding_dim, count, f'{height}x{width}',
+           macs / 1e9, macs112 / 1e9, source)
 
 
 def main(argv=None):

@@ -36,17 +36,9 @@ def _layer_macs(module, inputs, outputs):
   return 0
 
 
-def count_macs(model, input_shape=(1, 112, 112, 3), **call_kwargs):
-  """Forward multiply-accumulates of ``model`` per example.
-
-  Args:
-    model: a flax module whose ``__call__`` takes images first.
-    input_shape: the input's shape, batch first.
-    **call_kwargs: passed to the call (e.g. ``train=False``).
-
-  Returns:
-    MACs for one example (an int).
-  """
+def count(model, input_shape=(1, 112, 112, 3), **call_kwargs):
+  """(parameters, forward multiply-accumulates per example) of ``model``,
+  from one abstract ``init`` (see :func:`count_macs`)."""
   total = []
 
   def interceptor(next_fun, args, kwargs, context):
@@ -60,5 +52,20 @@ def count_macs(model, input_shape=(1, 112, 112, 3), **call_kwargs):
     return model.init(jax.random.PRNGKey(0), images, **call_kwargs)
 
   with nn.intercept_methods(interceptor):
-    jax.eval_shape(init)
-  return sum(total) // input_shape[0]
+    variables = jax.eval_shape(init)
+  return (count_parameters(variables['params']),
+          sum(total) // input_shape[0])
+
+
+def count_macs(model, input_shape=(1, 112, 112, 3), **call_kwargs):
+  """Forward multiply-accumulates of ``model`` per example.
+
+  Args:
+    model: a flax module whose ``__call__`` takes images first.
+    input_shape: the input's shape, batch first.
+    **call_kwargs: passed to the call (e.g. ``train=False``).
+
+  Returns:
+    MACs for one example (an int).
+  """
+  return count(model, input_shape, **call_kwargs)[1]
