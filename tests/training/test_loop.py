@@ -15,9 +15,15 @@ def losses(run):
   return [(h['step'], h['loss']) for h in run.history]
 
 
-def test_resume_is_exact(tmp_path):
-  whole = loop.train(tiny_config(total_steps=5), str(tmp_path / 'whole'),
-                     log=False)
+@pytest.fixture(scope='module')
+def whole_run(tmp_path_factory):
+  """An uninterrupted 5-step run, the reference of the resume tests."""
+  return loop.train(tiny_config(total_steps=5),
+                    str(tmp_path_factory.mktemp('whole')), log=False)
+
+
+def test_resume_is_exact(tmp_path, whole_run):
+  whole = whole_run
   first = loop.train(tiny_config(total_steps=5), str(tmp_path / 'parts'),
                      log=False, stop_at=3)  # as if killed after step 3
   assert saved_steps(tmp_path / 'parts') == [2, 3]
@@ -31,9 +37,9 @@ def test_resume_is_exact(tmp_path):
   assert [r['step'] for r in log] == [1, 2, 3, 4, 5]
   assert os.listdir(tmp_path / 'parts' / 'tensorboard')
   # The backbone alone, restored from the config the run wrote.
-  saved = loop.load_config(str(tmp_path / 'whole'))
+  saved = loop.load_config(whole.workdir)
   assert saved.model.kwargs.stage_features == [4, 4, 8, 8]
-  model, variables = loop.restore_backbone(saved, str(tmp_path / 'whole'))
+  model, variables = loop.restore_backbone(saved, whole.workdir)
   for a, b in zip(leaves(variables['params']),
                   leaves(whole.state.params['backbone'])):
     np.testing.assert_array_equal(a, b)
@@ -117,19 +123,20 @@ def test_lmle_config_errors(tmp_path):
     loop.train(config, str(tmp_path), log=False)
 
 
-def test_resume_on_another_mesh(tmp_path):
-  # Written by the (8 data x 1 model) mesh, resumed on (1 x 8): W split over
-  # 8 devices; the last step's result matches an uninterrupted run.
-  loop.train(tiny_config(total_steps=3), str(tmp_path), log=False, stop_at=2)
-  config = tiny_config(total_steps=3, mesh=dict(model=8))
-  resumed = loop.train(config, str(tmp_path), log=False)
+def test_resume_on_another_mesh(tmp_path, whole_run):
+  # Written by the (8 data x 1 model) mesh, resumed from step 4 on (1 x 8):
+  # W split over 8 devices; the last step's result matches the
+  # uninterrupted run.
+  shutil.copytree(whole_run.workdir, tmp_path / 'copy')
+  shutil.rmtree(tmp_path / 'copy' / 'checkpoints' / '5')
+  config = tiny_config(total_steps=5, mesh=dict(model=8))
+  resumed = loop.train(config, str(tmp_path / 'copy'), log=False)
   weights = resumed.state.params['head']['class_weights']
   assert weights.sharding.spec == sharding.CLASS_WEIGHT_SPEC
   assert resumed.mesh.shape['model'] == 8
-  assert [h['step'] for h in resumed.history] == [3]
-  whole = loop.train(tiny_config(total_steps=3), str(tmp_path / 'whole'),
-                     log=False)
-  for a, b in zip(leaves(resumed.state.params), leaves(whole.state.params)):
+  assert [h['step'] for h in resumed.history] == [5]
+  for a, b in zip(leaves(resumed.state.params),
+                  leaves(whole_run.state.params)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
