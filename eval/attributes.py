@@ -29,11 +29,13 @@ import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from eval import report
 from facejax import inference
 from facejax.data import attribute_sources
+from facejax.losses import attributes as attribute_losses
 from facejax.metrics import attributes as attribute_metrics
 from facejax.training import checkpoint
 from facejax.training import clusters as clusters_lib
@@ -62,10 +64,11 @@ def restore_head(embedder, num_attributes):
 
 
 def multitask_predictions(head, test_features):
-  """bool (n, A): logit > 0 for every attribute."""
-  logits = (test_features @ np.asarray(head['attribute_weights'])
-            + np.asarray(head['attribute_bias']))
-  return logits > 0
+  """bool (n, A): logit > 0 for every attribute (the training logits)."""
+  logits = attribute_losses.attribute_logits(
+      jnp.asarray(test_features), jnp.asarray(head['attribute_weights']),
+      jnp.asarray(head['attribute_bias']))
+  return np.asarray(logits > 0)
 
 
 def lmle_knn_predictions(head, train_features, train_attributes,
