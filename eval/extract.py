@@ -3,9 +3,11 @@
     python -m eval.extract --checkpoint runs/default --images faces/ \\
         --out runs/default/features/faces [--no-flip] [--step N]
 
-``--images`` is a folder (every image under it, sorted by path) or a text
-file with one image path per line (relative paths are taken from
-``--root``, default the list's folder; ``#`` starts a comment). Writes
+``--images`` is a folder (every image under it, sorted by path) or a UTF-8
+text file with one image path per line, relative to ``--root`` (default
+the list's folder; ``#`` starts a comment). A listed path must stay under
+the root: an absolute path or one that climbs out with ``..`` is refused,
+naming the list's line (:func:`facejax.data.files.confine`). Writes
 ``features.npy`` (N, D) float32 L2-normalised, ``files.txt`` and
 ``extract.json`` into ``--out``; an interrupted run resumes where it
 stopped (blocks of ``--block-size`` images).
@@ -16,16 +18,23 @@ import os
 import sys
 
 from facejax import inference
+from facejax.data import files
 from facejax.data import sources
 
 
 def image_paths(images, root=None):
-  """The image files of a folder (recursive, sorted) or of a list file."""
+  """The image files of a folder (recursive, sorted) or of a list file.
+
+  Raises:
+    FileNotFoundError: ``images`` is neither a folder nor a file.
+    ValueError: no image found; a list that is not UTF-8, or names a path
+      that would leave ``root`` (its line named).
+  """
   if os.path.isdir(images):
     found = []
-    for folder, _, files in os.walk(images):
-      found.extend(os.path.join(folder, f) for f in files
-                   if f.lower().endswith(sources.IMAGE_EXTENSIONS))
+    for folder, _, names in os.walk(images):
+      found.extend(os.path.join(folder, name) for name in names
+                   if name.lower().endswith(sources.IMAGE_EXTENSIONS))
     if not found:
       raise ValueError(f'{images}: no image files under it')
     return sorted(found)
@@ -33,11 +42,10 @@ def image_paths(images, root=None):
     raise FileNotFoundError(f'{images}: neither a folder nor a list file')
   root = root or os.path.dirname(os.path.abspath(images))
   paths = []
-  with open(images, encoding='utf-8') as f:
-    for line in f:
-      line = line.split('#', 1)[0].strip()
-      if line:
-        paths.append(os.path.join(root, line))
+  for number, line in files.read_text_lines(images):
+    entry = line.split('#', 1)[0].strip()
+    if entry:
+      paths.append(files.confine(root, entry, source=images, line=number))
   if not paths:
     raise ValueError(f'{images}: the list names no image')
   return paths

@@ -25,7 +25,10 @@ FAR = 1e-6. The search streams the distractors in chunks over every device.
 Writes ``megaface.json`` and ``cmc.png``; ``--write-features`` also writes
 every embedded image as a devkit feature file
 (``<image path>_<algorithm>.bin``) under ``<out>/devkit_features`` so the
-devkit can score ours.
+devkit can score ours. Every image path of the lists must stay under its
+root (:func:`facejax.data.files.confine`): a list entry that is absolute or
+climbs out with ``..`` stops the job, naming the list, before anything is
+read or written.
 """
 
 import argparse
@@ -37,6 +40,7 @@ import numpy as np
 from eval import extract
 from eval import report
 from facejax import inference
+from facejax.data import files
 from facejax.data import megaface
 from facejax.data import sources
 from facejax.data import synthetic
@@ -67,9 +71,11 @@ def synthetic_sets(probe_identities=80, images_per_probe=10,
                            name='synthetic distractors'))
 
 
-def _devkit_paths(list_path, root):
-  return [os.path.join(root, p) for p in megaface.read_distractor_list(
-      list_path)]
+def _image_paths(root, relative_paths, list_path):
+  """The images of a devkit list under ``root``, each confined to it."""
+  return [files.confine(root, relative, source=list_path,
+                        key=f'"path"[{index}]')
+          for index, relative in enumerate(relative_paths)]
 
 
 def _exclusions(relative_paths, noise_list):
@@ -121,9 +127,16 @@ def evaluate(feature_sets, probe_ids, out_dir,
 
 
 def write_devkit_features(features, relative_paths, root, algorithm):
-  """Each feature as ``<root>/<relative path>_<algorithm>.bin``."""
-  for vector, relative in zip(features, relative_paths):
-    path = megaface.feature_path(root, relative, algorithm)
+  """Each feature as ``<root>/<relative path>_<algorithm>.bin``.
+
+  Raises:
+    facejax.data.files.UnsafePathError: a relative path would leave
+      ``root``; checked for every path before any folder or file is made.
+  """
+  # All paths first: a bad entry at the end must not leave half the files.
+  paths = [megaface.feature_path(root, relative, algorithm)
+           for relative in relative_paths]
+  for vector, path in zip(features, paths):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     megaface.write_feature(path, vector)
 
@@ -210,17 +223,18 @@ def main(argv=None):
       distractor_exclude = _exclusions(distractor_paths,
                                        args.distractor_noise)
       features = {}
-      for name, paths, root, feature_root in (
-          ('probes', probe_paths, args.probe_root, args.probe_features),
-          ('distractors', distractor_paths, args.distractor_root,
-           args.distractor_features)):
+      for name, paths, list_path, root, feature_root in (
+          ('probes', probe_paths, args.probes, args.probe_root,
+           args.probe_features),
+          ('distractors', distractor_paths, args.distractors,
+           args.distractor_root, args.distractor_features)):
         if feature_root:
           features[name] = megaface.read_features(
               [megaface.feature_path(feature_root, p, args.algorithm)
                for p in paths])
         elif root:
           features[name] = inference.extract(
-              embedder, [os.path.join(root, p) for p in paths],
+              embedder, _image_paths(root, paths, list_path),
               os.path.join(args.out, 'features', name), flip=args.flip)
           if args.write_features:
             write_devkit_features(features[name], paths, os.path.join(

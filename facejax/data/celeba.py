@@ -16,7 +16,10 @@ ICCV 2015) ships, in its published layout:
 raise ``ValueError('<path>:<line>: ...')`` on anything else;
 :class:`CelebA` (or :func:`load_split`) joins them into one split's image
 paths and boolean attributes. Blank lines are skipped everywhere; the lines
-counted in messages are the file's own, from 1.
+counted in messages are the file's own, from 1. The lists are untrusted:
+they are decoded as UTF-8 (:func:`facejax.data.files.read_text_lines`) and
+a file name that would leave the images folder (``..``, an absolute path)
+is refused naming its line (:func:`facejax.data.files.confine`).
 
 :func:`load_tfds` reads a split of tensorflow-datasets' ``celeb_a`` builder
 instead, prepared offline from the same published files by
@@ -36,6 +39,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from facejax.data import files
 from facejax.data import synthetic
 from facejax.data import tfds_sources
 
@@ -59,12 +63,19 @@ IMAGES_FOLDER = 'img_align_celeba'
 
 
 def _numbered_lines(path):
-  """(line number from 1, whitespace-split fields) of the non-blank lines."""
-  with open(path, encoding='utf-8') as f:
-    for number, line in enumerate(f, start=1):
-      fields = line.split()
-      if fields:
-        yield number, fields
+  """(line number from 1, whitespace-split fields) of the non-blank lines.
+
+  Raises:
+    FileNotFoundError: no such file.
+    facejax.data.files.DataFileError: a folder, or not UTF-8 (line named).
+  """
+  for number, line in files.read_text_lines(path):
+    yield number, line.split()
+
+
+def _check_file_name(name, path, number):
+  """Refuses, naming the line, a file name that leaves the images folder."""
+  files.confine(IMAGES_FOLDER, name, source=path, line=number)
 
 
 def read_attributes(path):
@@ -81,8 +92,10 @@ def read_attributes(path):
   Raises:
     ValueError('<path>:<line>: ...') when the first line is not a count, the
     names are missing or repeated, an image line has the wrong number of
-    values or a value other than 1 and -1, a file name repeats, or the
-    number of image lines differs from the count.
+    values or a value other than 1 and -1, a file name repeats or would
+    leave the images folder, or the number of image lines differs from the
+    count; the file is a folder or not UTF-8.
+    FileNotFoundError: no such file.
   """
   lines = _numbered_lines(path)
   header = next(lines, None)
@@ -115,6 +128,7 @@ def read_attributes(path):
     if name in first_line_of:
       raise ValueError(f'{path}:{number}: {name} is listed again (first at '
                        f'line {first_line_of[name]})')
+    _check_file_name(name, path, number)
     first_line_of[name] = number
     file_names.append(name)
     rows.append([value == '1' for value in values])
@@ -135,7 +149,9 @@ def read_partition(path):
 
   Raises:
     ValueError('<path>:<line>: ...') for a line without exactly two fields,
-    a split other than 0, 1, 2, or a repeated file name.
+    a split other than 0, 1, 2, a repeated file name or one that would
+    leave the images folder; the file is a folder or not UTF-8.
+    FileNotFoundError: no such file.
   """
   split_of, first_line_of = {}, {}
   valid = {str(number): number for number in SPLITS.values()}
@@ -150,6 +166,7 @@ def read_partition(path):
     if name in split_of:
       raise ValueError(f'{path}:{number}: {name} is listed again (first at '
                        f'line {first_line_of[name]})')
+    _check_file_name(name, path, number)
     split_of[name] = valid[split]
     first_line_of[name] = number
   return split_of
@@ -211,8 +228,9 @@ class CelebA:
     wanted = SPLITS[split]
     rows = [row for row, name in enumerate(file_names)
             if split_of[name] == wanted]
-    paths = [os.path.join(self.images_folder, file_names[row])
-             for row in rows]
+    # Read-time checks named the line; this is the join itself.
+    paths = [files.confine(self.images_folder, file_names[row],
+                           source=self.attributes_path) for row in rows]
     for path in paths:
       if not os.path.isfile(path):
         raise FileNotFoundError(f'CelebA image missing: {path}')

@@ -45,6 +45,16 @@ file name only (``Aaron_Eckhart_136.png``); ``megaface_noises.txt`` names
 719 distractors by path relative to the MegaFace root
 (``375/37531198@N00/4174611825_0.jpg``). insightface's ``remove_noises.py``
 also accepts ``<anything>\\t<name>`` lines (it keeps the second field).
+
+**Untrusted lists.** A list's ``"path"`` entries name the files read (and,
+for ``eval.megaface --write-features``, written) under a root, so each must
+stay under it (:func:`facejax.data.files.confine`): an absolute entry or
+one that climbs out with ``..`` is refused, naming the list and the entry's
+index, when the list is read and again when a path is made
+(:func:`feature_path`). The lists are decoded as strict UTF-8 JSON; their
+structure (an object of lists of equal lengths, string paths, identities
+that are non-negative integers or names) is checked, and feature files with
+NaN or infinite values are refused.
 """
 
 import json
@@ -53,11 +63,16 @@ import struct
 
 import numpy as np
 
+from facejax.data import files
+
 CV_32F = 5
 CV_64F = 6
 HEADER = struct.Struct('<4i')  # rows, cols, row stride in bytes, type
 _CV_TYPE_NAMES = {0: 'CV_8U', 1: 'CV_8S', 2: 'CV_16U', 3: 'CV_16S',
                   4: 'CV_32S', CV_32F: 'CV_32F', CV_64F: 'CV_64F'}
+# What the messages of the read-time confinement call the root, which is
+# only known later: an entry must stay under whichever root it is joined to.
+_ANY_ROOT = '<image or feature root>'
 
 
 def file_ending(suffix):
@@ -83,8 +98,12 @@ def feature_path(root, image_path, suffix):
       the MegaFace one).
     image_path: a ``"path"`` entry of the devkit's JSON lists, relative.
     suffix: the algorithm name, e.g. ``'facejax'`` (see :func:`file_ending`).
+
+  Raises:
+    facejax.data.files.UnsafePathError: ``image_path`` would leave ``root``
+      (absolute, or climbing out with ``..``).
   """
-  return os.path.join(root, image_path + file_ending(suffix))
+  return files.confine(root, image_path + file_ending(suffix))
 
 
 def write_feature(path, vector):
@@ -120,9 +139,14 @@ def read_feature(path):
 
   Raises:
     ValueError (naming the file): shorter than its header, a type other than
-      ``CV_32F``, non-positive sizes, a stride other than ``4 * cols``, or a
-      length other than ``16 + rows * stride`` bytes.
+      ``CV_32F``, non-positive sizes, a stride other than ``4 * cols``, a
+      length other than ``16 + rows * stride`` bytes, a NaN or infinite
+      value (its row and column named), or a folder.
+    FileNotFoundError: no such file.
   """
+  if os.path.isdir(path):
+    raise files.DataFileError(f'{path}: is a folder, expected a feature '
+                              'file')
   with open(path, 'rb') as f:
     data = f.read()
   if len(data) < HEADER.size:
@@ -142,8 +166,20 @@ def read_feature(path):
   if len(data) != expected:
     raise ValueError(f'{path}: {len(data)} bytes, but its header '
                      f'({rows} x {cols} float32) needs {expected}')
-  return np.frombuffer(data, dtype='<f4', offset=HEADER.size).astype(
+  values = np.frombuffer(data, dtype='<f4', offset=HEADER.size).astype(
       np.float32)
+  _check_finite(values, cols, path)
+  return values
+
+
+def _check_finite(values, cols, path):
+  """A NaN or infinite value would score as garbage: refuse the file."""
+  bad = np.flatnonzero(~np.isfinite(values))
+  if bad.size:
+    row, column = divmod(int(bad[0]), cols)
+    raise files.DataFileError(
+        f'{path}: {values[bad[0]]} at row {row}, column {column} (from 0; '
+        f'{bad.size} non-finite values in all); a feature must be finite')
 
 
 def read_features(paths):
@@ -174,35 +210,70 @@ def distractor_list_name(size, set_index=1):
 
 
 def _read_json_lists(path, keys):
-  with open(path) as f:
-    try:
-      content = json.load(f)
-    except json.JSONDecodeError as error:
-      raise ValueError(f'{path}: not valid JSON ({error})') from None
+  """The lists under ``keys`` of a devkit JSON list, their structure checked.
+
+  Raises:
+    FileNotFoundError: no such file.
+    facejax.data.files.DataFileError (naming the file, and the key or entry):
+      not UTF-8 JSON, not an object, a key missing or not a list, lists of
+      different lengths, a ``"path"`` entry that is not a string or leaves
+      its root.
+  """
+  content = files.read_json(path)
   if not isinstance(content, dict):
-    raise ValueError(f'{path}: expected a JSON object with keys {keys}')
+    raise files.DataFileError(f'{path}: expected a JSON object with keys '
+                              f'{list(keys)}, got {type(content).__name__}')
   lists = []
   for key in keys:
     if key not in content or not isinstance(content[key], list):
-      raise ValueError(f'{path}: no list under the key {key!r} (keys: '
-                       f'{sorted(content)})')
+      raise files.DataFileError(f'{path}: no list under the key {key!r} '
+                                f'(keys: {sorted(content)})')
     lists.append(content[key])
   if len({len(entries) for entries in lists}) > 1:
     sizes = ', '.join(f'{key}: {len(entries)}'
                       for key, entries in zip(keys, lists))
-    raise ValueError(f'{path}: lists of different lengths ({sizes})')
-  for entry in lists[0]:
-    if not isinstance(entry, str):
-      raise ValueError(f'{path}: "path" entries must be strings, got '
-                       f'{entry!r}')
+    raise files.DataFileError(f'{path}: lists of different lengths '
+                              f'({sizes})')
+  _check_paths(lists[0], path)
   return lists
+
+
+def _check_paths(entries, path):
+  """Each ``"path"`` entry is a string that stays under its root."""
+  for index, entry in enumerate(entries):
+    if not isinstance(entry, str):
+      raise files.DataFileError(f'{path}: "path" entries must be strings; '
+                                f'"path"[{index}] is {entry!r}')
+    files.confine(_ANY_ROOT, entry, source=path, key=f'"path"[{index}]')
+
+
+def _check_ids(ids, path):
+  """Identities: non-negative integers (not booleans, not floats) or names.
+
+  The devkit groups probes by equal ids, so a float, a boolean or a
+  negative number is a damaged list, and integers mixed with names could
+  make ``1`` and ``"1"`` one identity.
+  """
+  for index, identity in enumerate(ids):
+    integer = isinstance(identity, int) and not isinstance(identity, bool)
+    if not ((integer and identity >= 0) or (
+        isinstance(identity, str) and identity.strip())):
+      raise files.DataFileError(
+          f'{path}, "id"[{index}]: an identity must be a non-negative '
+          f'integer or a non-empty name, got {identity!r}')
+  kinds = {type(identity).__name__ for identity in ids}
+  if len(kinds) > 1:
+    raise files.DataFileError(f'{path}: "id" mixes integers and names; '
+                              'use one kind')
 
 
 def read_distractor_list(path):
   """A devkit distractor list: its ``"path"`` entries, in order.
 
   Raises:
-    ValueError (naming the file): not JSON, or no ``"path"`` list of strings.
+    ValueError (naming the file): not UTF-8 JSON, no ``"path"`` list of
+      strings, or an entry that would leave its root (absolute, ``..``).
+    FileNotFoundError: no such file.
   """
   return _read_json_lists(path, ('path',))[0]
 
@@ -211,10 +282,13 @@ def read_probe_list(path):
   """The devkit's FaceScrub list: (``"path"`` entries, ``"id"`` entries).
 
   Raises:
-    ValueError (naming the file): not JSON, a key missing, or lists of
-      different lengths.
+    ValueError (naming the file): not UTF-8 JSON, a key missing, lists of
+      different lengths, a path as :func:`read_distractor_list` refuses, or
+      an id that is not a non-negative integer or a non-empty name.
+    FileNotFoundError: no such file.
   """
   paths, ids = _read_json_lists(path, ('path', 'id'))
+  _check_ids(ids, path)
   return paths, ids
 
 
@@ -250,15 +324,18 @@ def read_noise_list(path):
 
   Returns:
     A set of names: file names (FaceScrub) or relative paths (MegaFace).
+
+  Raises:
+    FileNotFoundError: no such file.
+    facejax.data.files.DataFileError: a folder, or not UTF-8 (line named).
   """
   names = set()
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line or line.startswith('#'):
-        continue
-      fields = line.split('\t')
-      names.add(fields[1].strip() if len(fields) > 1 else line)
+  for _, line in files.read_text_lines(path):
+    line = line.strip()
+    if line.startswith('#'):
+      continue
+    fields = line.split('\t')
+    names.add(fields[1].strip() if len(fields) > 1 else line)
   return names
 
 

@@ -21,11 +21,19 @@ separated values with a header line
   same, is the same
 
 then 5,000 lines such as ``1, 1, Aaron_Eckhart/0, Aaron_Eckhart/1, 1, 1``:
-10 splits of 500 pairs (250 same, 250 different). A video is
+10 splits of 500 pairs (250 same, 250 different), in order: the split
+numbers run from 1 without a gap and every split has as many pairs; the
+pair numbers count 1, 2, ... either within each split or across the file
+(both numberings are accepted, one per file). A video is
 ``<person>/<video number>``, a folder of frames under ``frame_images_DB``
 or ``aligned_images_DB``. The benchmark's label is the last column ("is the
 same"); the fifth is checked (0 or 1) but not returned. Fields are
 stripped of spaces.
+
+Both files are untrusted: they are decoded as UTF-8 and every name in them
+must stay under the image root it is joined to
+(:func:`facejax.data.files.confine`), checked when the file is read (naming
+its line) and again when a path is made.
 """
 import os
 import re
@@ -33,11 +41,16 @@ from typing import NamedTuple
 
 import numpy as np
 
+from facejax.data import files
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 _DIGITS = re.compile(r'[0-9]+')
 # The frame number: the digits just before the extension, as in
 # aligned_detect_0.555.jpg and 0.555.jpg (frame 555).
 _FRAME_NUMBER = re.compile(r'([0-9]+)\.[A-Za-z]+$')
+# What the messages of the read-time confinement call the image root, which
+# is only known later: a name must stay under whichever root it is joined to.
+_ANY_ROOT = '<image root>'
 
 
 class LfwPairs(NamedTuple):
@@ -75,10 +88,13 @@ class YtfSplits(NamedTuple):
 
 
 def _read_lines(path):
-  """[(line number, text)] of the non-blank lines, 1-based."""
-  with open(path, encoding='utf-8-sig') as f:
-    return [(number, line) for number, line in enumerate(f, 1)
-            if line.strip()]
+  """[(line number, text)] of the non-blank lines, 1-based.
+
+  Raises:
+    FileNotFoundError: no such file.
+    facejax.data.files.DataFileError: a folder, or not UTF-8 (line named).
+  """
+  return files.read_text_lines(path)
 
 
 def _natural_number(field, path, line_number, what):
@@ -99,7 +115,9 @@ def read_lfw_pairs(path):
     positive integers; a line without 3 (matched) or 4 (mismatched) fields;
     image numbers that are not integers >= 1; a matched line in a
     mismatched block or the reverse; a mismatched pair naming one person
-    twice; more or fewer pair lines than the header announces.
+    twice; a name that would leave the image root (``..``, an absolute
+    path); more or fewer pair lines than the header announces.
+    FileNotFoundError: no such file.
   """
   lines = _read_lines(path)
   if not lines:
@@ -150,6 +168,9 @@ def read_lfw_pairs(path):
     if not number_a or not number_b:
       raise ValueError(f'{where}: image numbers start at 1, got '
                        f'{line.strip()!r}')
+    for name, number in ((name_a, number_a), (name_b, number_b)):
+      files.confine(_ANY_ROOT, _lfw_relative_path(name, number), source=path,
+                    line=line_number)
     first.append((name_a, number_a))
     second.append((name_b, number_b))
     issame.append(matched_block)
@@ -166,9 +187,24 @@ def read_lfw_pairs(path):
                   str(path))
 
 
-def lfw_image_path(root, name, number, extension='jpg'):
-  """``<root>/<name>/<name>_<number as %04d>.<extension>``."""
-  return os.path.join(root, name, f'{name}_{number:04d}.{extension}')
+def _lfw_relative_path(name, number, extension='jpg'):
+  return f'{name}/{name}_{number:04d}.{extension}'
+
+
+def lfw_image_path(root, name, number, extension='jpg', *, source=None,
+                   line=None):
+  """``<root>/<name>/<name>_<number as %04d>.<extension>``.
+
+  Args:
+    root, name, number, extension: as above.
+    source, line: the pairs file and line the name comes from, for the
+      message of the error below.
+
+  Raises:
+    facejax.data.files.UnsafePathError: the path would leave ``root``.
+  """
+  return files.confine(root, _lfw_relative_path(name, number, extension),
+                       source=source, line=line)
 
 
 def lfw_pair_paths(pairs, root, check_exists=True, extension='jpg'):
@@ -188,14 +224,18 @@ def lfw_pair_paths(pairs, root, check_exists=True, extension='jpg'):
 
   Raises:
     FileNotFoundError naming the pairs file, the pair's line and the
-    missing path, when ``check_exists``.
+    missing path, when ``check_exists``;
+    facejax.data.files.UnsafePathError (a ValueError) naming them, for a
+    path that would leave ``root``.
   """
   index_of_path, paths = {}, []
   first_index = np.empty(len(pairs.first), np.int64)
   second_index = np.empty(len(pairs.first), np.int64)
   for pair, (image_a, image_b) in enumerate(zip(pairs.first, pairs.second)):
     for image, indices in ((image_a, first_index), (image_b, second_index)):
-      path = lfw_image_path(root, *image, extension=extension)
+      path = lfw_image_path(root, *image, extension=extension,
+                            source=pairs.path,
+                            line=int(pairs.line_numbers[pair]))
       if path not in index_of_path:
         if check_exists and not os.path.isfile(path):
           raise FileNotFoundError(
@@ -207,63 +247,154 @@ def lfw_pair_paths(pairs, root, check_exists=True, extension='jpg'):
   return paths, first_index, second_index
 
 
+_YTF_HEADER = ('"split number, pair number, first name, second name, is '
+               'physically the same, is the same"')
+
+
 def read_ytf_splits(path):
   """Reads YouTube Faces' ``splits.txt`` (format in the module doc).
 
   The header line must have the 6 fields (its words are not checked); each
   following line needs 6 fields: split and pair numbers (integers), two
-  videos ``<person>/<video number>`` and two labels 0 or 1. A (split, pair)
-  appearing twice is an error.
+  videos ``<person>/<video number>`` and two labels 0 or 1. The numbering
+  is checked as the format defines it, so that a truncated or reordered
+  file is not scored: split numbers start at 1 and go up by one, every split
+  has as many pairs, and pair numbers count 1, 2, ... within each split or
+  across the file. A (split, pair) appearing twice is an error.
 
   Returns:
     YtfSplits (folds, first, second, issame, line_numbers), which unpacks as
     that tuple.
 
   Raises:
-    ValueError naming the file and line.
+    ValueError naming the file and line (also for a video that would leave
+    the frame root: ``..``, an absolute path); FileNotFoundError: no such
+    file.
   """
   lines = _read_lines(path)
   if not lines:
-    raise ValueError(f'{path}: empty; expected the header "split number, '
-                     f'pair number, first name, second name, is physically '
-                     f'the same, is the same"')
+    raise ValueError(f'{path}: empty; expected the header {_YTF_HEADER}')
   header_line, header = lines[0]
   header_fields = [field.strip() for field in header.split(',')]
   if len(header_fields) != 6 or _DIGITS.fullmatch(header_fields[0]):
     raise ValueError(f'{path}, line {header_line}: expected the header '
-                     f'"split number, pair number, first name, second name, '
-                     f'is physically the same, is the same", got '
-                     f'{header.strip()!r}')
+                     f'{_YTF_HEADER}, got {header.strip()!r}')
+  if len(lines) == 1:
+    raise ValueError(f'{path}, line {header_line}: no pair line after the '
+                     'header')
   folds, first, second, issame, line_numbers = [], [], [], [], []
   seen = {}
+  numbering = _YtfNumbering(path)
   for line_number, line in lines[1:]:
-    where = f'{path}, line {line_number}'
-    fields = [field.strip() for field in line.split(',')]
-    if len(fields) != 6:
-      raise ValueError(f'{where}: expected 6 comma-separated fields, got '
-                       f'{len(fields)}: {line.strip()!r}')
-    split = _natural_number(fields[0], path, line_number, 'the split number')
-    pair = _natural_number(fields[1], path, line_number, 'the pair number')
-    for video in fields[2:4]:
-      person, _, number = video.partition('/')
-      if not person or not _DIGITS.fullmatch(number):
-        raise ValueError(f'{where}: a video must be "<person>/<video '
-                         f'number>", got {video!r}')
-    for label in fields[4:]:
-      if label not in ('0', '1'):
-        raise ValueError(f'{where}: the labels must be 0 or 1, got '
-                         f'{fields[4]!r} and {fields[5]!r}')
+    split, pair, video_a, video_b, same = _ytf_row(path, line_number, line)
     if (split, pair) in seen:
-      raise ValueError(f'{where}: split {split} pair {pair} again (first on '
-                       f'line {seen[split, pair]})')
+      raise ValueError(f'{path}, line {line_number}: split {split} pair '
+                       f'{pair} again (first on line {seen[split, pair]})')
     seen[split, pair] = line_number
+    numbering.check(split, pair, line_number)
     folds.append(split)
-    first.append(fields[2])
-    second.append(fields[3])
-    issame.append(fields[5] == '1')
+    first.append(video_a)
+    second.append(video_b)
+    issame.append(same)
     line_numbers.append(line_number)
+  numbering.finish(lines[-1][0])
   return YtfSplits(np.array(folds, np.int64), first, second,
                    np.array(issame, bool), np.array(line_numbers, np.int64))
+
+
+def _ytf_row(path, line_number, line):
+  """(split, pair, first video, second video, is the same) of a pair line."""
+  where = files.where(path, line_number)
+  fields = [field.strip() for field in line.split(',')]
+  if len(fields) != 6:
+    raise ValueError(f'{where}: expected 6 comma-separated fields, got '
+                     f'{len(fields)}: {line.strip()!r}')
+  split = _natural_number(fields[0], path, line_number, 'the split number')
+  pair = _natural_number(fields[1], path, line_number, 'the pair number')
+  for video in fields[2:4]:
+    person, _, number = video.partition('/')
+    if not person or not _DIGITS.fullmatch(number):
+      raise ValueError(f'{where}: a video must be "<person>/<video '
+                       f'number>", got {video!r}')
+    files.confine(_ANY_ROOT, video, source=path, line=line_number)
+  for label in fields[4:]:
+    if label not in ('0', '1'):
+      raise ValueError(f'{where}: the labels must be 0 or 1, got '
+                       f'{fields[4]!r} and {fields[5]!r}')
+  return split, pair, fields[2], fields[3], fields[5] == '1'
+
+
+class _YtfNumbering:
+  """Checks, pair line by pair line, the numbering of a splits file.
+
+  Split numbers start at 1 and go up by one; every split has as many pairs
+  as split 1; pair numbers count from 1 within each split, or across the
+  file: the first pair of split 2 tells which, and the rest must follow.
+  """
+
+  def __init__(self, path):
+    self.path = path
+    self.split = 0  # the current split; 0 before the first pair line
+    self.in_split = 0  # pair lines of the current split so far
+    self.total = 0  # pair lines so far
+    self.per_split = None  # split 1's pair count, once it is complete
+    self.restarts = None  # numbered within each split? Known in split 2.
+
+  def check(self, split, pair, line_number):
+    """Raises a ValueError naming the line if it breaks the numbering."""
+    where = files.where(self.path, line_number)
+    if split == self.split + 1:
+      if self.split:
+        self._split_complete(where, f'split {split} starts')
+      self.split, self.in_split = split, 0
+    elif split != self.split:
+      expected = ('1' if not self.split else
+                  f'{self.split} or {self.split + 1}')
+      raise ValueError(f'{where}: split number {split} after split '
+                       f'{self.split}, expected {expected} (splits are '
+                       'numbered 1, 2, ... in order)')
+    self.in_split += 1
+    self.total += 1
+    if self.split > 1 and self.in_split > self.per_split:
+      raise ValueError(f'{where}: pair {self.in_split} of split {split}, but '
+                       f'split 1 has {self.per_split}; every split has as '
+                       'many pairs')
+    expected = self._expected_pair(pair)
+    if pair != expected:
+      raise ValueError(f'{where}: pair number {pair}, expected {expected} '
+                       f'(pair {self.in_split} of split {split}; pairs are '
+                       f'numbered 1, 2, ... {self._scheme()})')
+
+  def finish(self, last_line):
+    """At the end of the file: the last split must be complete."""
+    if self.split:
+      self._split_complete(files.where(self.path, last_line),
+                           'the file ends')
+
+  def _expected_pair(self, pair):
+    """The pair number this line needs (or, where the first pair of split 2
+    does not fit either numbering, the text of both choices)."""
+    if self.split == 1:
+      return self.total
+    if self.restarts is None:  # the first pair of split 2
+      if pair not in (1, self.total):
+        return f'1 or {self.total}'
+      self.restarts = pair == 1
+    return self.in_split if self.restarts else self.total
+
+  def _scheme(self):
+    if self.restarts is None:
+      return 'within each split or across the file'
+    return 'within each split' if self.restarts else 'across the file'
+
+  def _split_complete(self, where, event):
+    if self.split == 1:
+      self.per_split = self.in_split
+    elif self.in_split != self.per_split:
+      raise ValueError(f'{where}: {event} after {self.in_split} pairs of '
+                       f'split {self.split}, but split 1 has '
+                       f'{self.per_split}; every split has as many pairs '
+                       '(a truncated or edited file?)')
 
 
 def evenly_spaced_indices(count, max_count=None):
@@ -303,9 +434,11 @@ def ytf_video_frames(root, video, max_frames=None):
 
   Raises:
     FileNotFoundError naming the folder when it is absent or holds no frame
-    image; ValueError naming an image whose name has no frame number.
+    image; ValueError naming an image whose name has no frame number, or
+    (facejax.data.files.UnsafePathError) a video that would leave
+    ``root``.
   """
-  folder = os.path.join(root, *video.split('/'))
+  folder = files.confine(root, video)
   if not os.path.isdir(folder):
     raise FileNotFoundError(f'no folder {folder} for video {video!r}')
   frames = []

@@ -5,16 +5,20 @@ The fixtures are small files in CelebA's published layout (a count line, the
 in the real file), written to tmp_path, with an empty JPEG per image.
 :func:`celeba.load_tfds` is tested on tensorflow-datasets' ``celeb_a``
 prepared from tiny copies of its original files
-(``test_tfds_sources.write_celeb_a``).
+(``test_tfds_sources.write_celeb_a``). Both lists are also fuzzed with
+seeded mutants of a valid file (tests/mutations.py).
 """
+import collections
 import os
 
 import numpy as np
 import pytest
 
 from facejax.data import celeba
+from facejax.data import files
 from facejax.data import synthetic
 from facejax.data import tfds_sources
+from tests import mutations
 from tests.data import test_tfds_sources
 
 # Every test of this module runs with the socket functions refused and
@@ -218,6 +222,107 @@ def test_load_split_needs_celebas_attribute_names(root):
   with pytest.raises(ValueError, match=r'list_attr_celeba\.txt:2: expected '
                      'the 40 CelebA attribute names'):
     celeba.load_split(str(root), 'train')
+
+
+# ----------------------------------------------------------------------------
+# The lists are untrusted.
+# ----------------------------------------------------------------------------
+
+ESCAPING_NAMES = ['../outside.jpg', 'a/../../outside.jpg', '/etc/passwd',
+                  '~/x.jpg']
+
+
+@pytest.mark.parametrize('name', ESCAPING_NAMES)
+def test_read_attributes_refuses_names_that_leave_the_images(tmp_path, name):
+  lines = [attribute_line(0), attribute_line(1).replace(file_name(1), name)]
+  path = write(tmp_path / 'attr.txt', attribute_text(lines, count=2))
+  with pytest.raises(files.UnsafePathError) as error:
+    celeba.read_attributes(path)
+  assert f'{path}, line 4: the path {name!r}' in str(error.value)
+
+
+@pytest.mark.parametrize('name', ESCAPING_NAMES)
+def test_read_partition_refuses_names_that_leave_the_images(tmp_path, name):
+  path = write(tmp_path / 'part.txt', partition_text(['000001.jpg 0', '',
+                                                      f'{name} 1']))
+  with pytest.raises(files.UnsafePathError) as error:
+    celeba.read_partition(path)
+  assert f'{path}, line 3: the path {name!r}' in str(error.value)
+
+
+def test_load_split_reads_nothing_outside_the_images_folder(root):
+  # The file exists, so only the confinement can refuse it.
+  (root / 'outside.jpg').write_bytes(b'')
+  write(root / celeba.ATTRIBUTES_FILE, attribute_text(
+      [attribute_line(0).replace(file_name(0), '../outside.jpg')], count=1))
+  write(root / celeba.PARTITION_FILE, partition_text(['../outside.jpg 0']))
+  with pytest.raises(files.UnsafePathError, match='list_attr_celeba.txt'):
+    celeba.load_split(str(root), 'train')
+
+
+@pytest.mark.parametrize('read, text, line', [
+    (celeba.read_attributes, attribute_text(), 5),
+    (celeba.read_partition, partition_text(), 3),
+])
+def test_invalid_utf8_names_the_file_and_line(tmp_path, read, text, line):
+  path = tmp_path / 'list.txt'
+  lines = text.encode().split(b'\n')
+  lines[line - 1] = lines[line - 1].replace(b'.jpg', b'\xe9.jpg')
+  path.write_bytes(b'\n'.join(lines))
+  with pytest.raises(files.DataFileError,
+                     match=f'{path}, line {line}: not UTF-8'):
+    read(path)
+
+
+def fuzz(tmp_path, valid, parse, check, count=250):
+  """Seeded mutants of ``valid``: each parses and passes ``check``, or
+  raises a ValueError or FileNotFoundError naming the file; both happen."""
+  path = tmp_path / 'list.txt'
+  outcomes = collections.Counter()
+  for mutant in mutations.mutants(valid.encode(), count, seed=14):
+    path.write_bytes(mutant)
+    outcomes[mutations.check_outcome(lambda: parse(str(path)), path,
+                                     (ValueError, FileNotFoundError),
+                                     check)] += 1
+  assert outcomes['ok'] and outcomes['error'], outcomes
+
+
+def assert_stays_under_any_folder(name):
+  normal = os.path.normpath(name)
+  assert not os.path.isabs(name) and not name.startswith('~'), name
+  assert normal != '.' and normal.split(os.sep)[0] != '..', name
+
+
+def test_fuzzed_attribute_lists_parse_consistently_or_name_the_file(
+    tmp_path):
+  # 5 images of 3 attributes: small enough that a mutation often changes
+  # the structure rather than one of 200 values.
+  lines = [f'{file_name(i)} ' + ' '.join('1' if present(i, a) else '-1'
+                                          for a in range(3))
+           for i in range(5)]
+  valid = '\n'.join(['5', 'A B C'] + lines) + '\n'
+
+  def check(result):
+    names, attribute_names, attributes = result
+    assert len(set(attribute_names)) == len(attribute_names)
+    assert attributes.dtype == bool
+    assert attributes.shape == (len(names), len(attribute_names))
+    assert len(set(names)) == len(names)
+    for name in names:
+      assert_stays_under_any_folder(name)
+
+  fuzz(tmp_path, valid, celeba.read_attributes, check)
+
+
+def test_fuzzed_partition_lists_parse_consistently_or_name_the_file(
+    tmp_path):
+
+  def check(split_of):
+    assert set(split_of.values()) <= {0, 1, 2}
+    for name in split_of:
+      assert_stays_under_any_folder(name)
+
+  fuzz(tmp_path, partition_text(), celeba.read_partition, check)
 
 
 # ----------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 Feature files are also written here byte by byte as insightface's
 ``gen_megaface.py`` writes them (``struct.pack('4i', d, 1, 4, 5)`` then the
 floats), independently of :func:`facejax.data.megaface.write_feature`.
+The JSON lists and the feature files are also fuzzed with seeded mutants of
+a valid file (tests/mutations.py).
 """
+import collections
 import json
 import os
 import struct
@@ -11,7 +14,9 @@ import struct
 import numpy as np
 import pytest
 
+from facejax.data import files
 from facejax.data import megaface
+from tests import mutations
 
 
 def insightface_bin(path, feature):
@@ -122,7 +127,7 @@ def test_bad_lists_name_the_file(tmp_path):
   with pytest.raises(ValueError, match='list.json: lists of different'):
     megaface.read_probe_list(path)
   path.write_text('{"path": ')
-  with pytest.raises(ValueError, match='list.json: not valid JSON'):
+  with pytest.raises(ValueError, match='list.json, line 1: not valid JSON'):
     megaface.read_distractor_list(path)
   path.write_text('{"path": [1, 2]}')
   with pytest.raises(ValueError, match='list.json: "path" entries'):
@@ -158,3 +163,152 @@ def test_noise_lists(tmp_path):
                       '4174611825_0.jpg']
   assert megaface.noise_mask(distractor_paths, paths).tolist() == [
       True, False, True, False]
+
+
+# ------------------------------------------------------ untrusted lists ---
+
+
+def write_json(path, content):
+  path.write_text(json.dumps(content))
+  return path
+
+
+@pytest.mark.parametrize('entry', ['../../../x', 'a/../../x', '/abs/x',
+                                   '~/x', '', 'a\0b'])
+def test_lists_refuse_paths_that_leave_the_root(tmp_path, entry):
+  path = write_json(tmp_path / 'list.json',
+                    {'path': ['a/b.png', entry], 'id': [0, 0]})
+  for read in (megaface.read_probe_list, megaface.read_distractor_list):
+    with pytest.raises(files.UnsafePathError) as error:
+      read(path)
+    assert f'{path}, "path"[1]: the path {entry!r}' in str(error.value)
+
+
+def test_feature_path_stays_under_the_root():
+  with pytest.raises(files.UnsafePathError, match='leaves the root /f'):
+    megaface.feature_path('/f', '../../x.jpg', 'facejax')
+  with pytest.raises(files.UnsafePathError, match='is absolute'):
+    megaface.feature_path('/f', '/x.jpg', 'facejax')
+
+
+@pytest.mark.parametrize('ids, index, message', [
+    ([0, True], 1, 'an identity must be'),
+    ([0, 1.0], 1, 'an identity must be'),
+    ([0, -1], 1, 'an identity must be'),
+    ([None, 0], 0, 'an identity must be'),
+    ([0, [1]], 1, 'an identity must be'),
+    (['Aaron', ' '], 1, 'an identity must be'),
+])
+def test_probe_ids_must_be_non_negative_integers_or_names(tmp_path, ids,
+                                                          index, message):
+  path = write_json(tmp_path / 'list.json', {'path': ['a', 'b'], 'id': ids})
+  with pytest.raises(files.DataFileError,
+                     match=f'list.json, "id"\\[{index}\\]: {message}'):
+    megaface.read_probe_list(path)
+
+
+def test_probe_ids_are_one_kind(tmp_path):
+  path = write_json(tmp_path / 'list.json',
+                    {'path': ['a', 'b', 'c'], 'id': [0, 7, 10**20]})
+  assert megaface.read_probe_list(path)[1] == [0, 7, 10**20]
+  write_json(path, {'path': ['a', 'b'], 'id': [1, '1']})
+  with pytest.raises(files.DataFileError,
+                     match='list.json: "id" mixes integers and names'):
+    megaface.read_probe_list(path)
+
+
+@pytest.mark.parametrize('text, message', [
+    ('["a"]', 'expected a JSON object .* got list'),
+    ('{"path": "a/b.png"}', "no list under the key 'path'"),
+    ('{"path": ["a"], "id": [NaN]}', 'NaN is not a number JSON allows'),
+    ('{"path": [["a"]]}', r'"path"\[0\] is \[\'a\'\]'),
+])
+def test_list_structure_errors_name_the_file(tmp_path, text, message):
+  path = tmp_path / 'list.json'
+  path.write_text(text)
+  with pytest.raises(files.DataFileError, match=f'list.json.*{message}'):
+    if '"id"' in text:
+      megaface.read_probe_list(path)
+    else:
+      megaface.read_distractor_list(path)
+
+
+def test_invalid_utf8_names_the_file_and_line(tmp_path):
+  path = tmp_path / 'list.json'
+  megaface.write_image_list(path, ['a.png', 'b.png'], [0, 1])
+  path.write_bytes(path.read_bytes().replace(b'b.png', b'b\xff.png'))
+  with pytest.raises(files.DataFileError, match='list.json, line 8: not UTF-8'):
+    megaface.read_probe_list(path)
+  noise = tmp_path / 'noise.txt'
+  noise.write_bytes(b'# noise\nA_1.png\nB\xc3.png\n')
+  with pytest.raises(files.DataFileError, match='noise.txt, line 3: not UTF-8'):
+    megaface.read_noise_list(noise)
+
+
+@pytest.mark.parametrize('value', [np.nan, np.inf, -np.inf])
+def test_read_feature_refuses_non_finite_values(tmp_path, value):
+  path = tmp_path / 'x.jpg_facejax.bin'
+  matrix = np.zeros((3, 2), np.float32)
+  matrix[2, 1] = value
+  path.write_bytes(struct.pack('<4i', 3, 2, 8, 5) + matrix.tobytes())
+  with pytest.raises(ValueError, match='x.jpg_facejax.bin: .* at row 2, '
+                     r'column 1 \(from 0; 1 non-finite'):
+    megaface.read_feature(path)
+  with pytest.raises(ValueError, match='x.jpg_facejax.bin'):
+    megaface.read_features([path])
+
+
+def test_read_feature_refuses_a_folder(tmp_path):
+  with pytest.raises(files.DataFileError, match='is a folder'):
+    megaface.read_feature(tmp_path)
+
+
+def fuzz(path, valid, parse, check, count=250):
+  """Seeded mutants of ``valid``: each parses and passes ``check``, or
+  raises a ValueError or FileNotFoundError naming the file; both happen."""
+  outcomes = collections.Counter()
+  for mutant in mutations.mutants(valid, count, seed=14):
+    path.write_bytes(mutant)
+    outcomes[mutations.check_outcome(lambda: parse(path), path,
+                                     (ValueError, FileNotFoundError),
+                                     check)] += 1
+  assert outcomes['ok'] and outcomes['error'], outcomes
+
+
+def test_fuzzed_json_lists_parse_consistently_or_name_the_file(tmp_path):
+  path = tmp_path / 'facescrub_features_list.json'
+  megaface.write_image_list(path, [f'P_{k // 2}/P_{k // 2}_{k}.png'
+                                   for k in range(6)], [0, 0, 1, 1, 2, 2])
+  valid = path.read_bytes()
+
+  def check(result):
+    paths, ids = result
+    assert len(paths) == len(ids)
+    for relative in paths:
+      normal = os.path.normpath(relative)
+      assert isinstance(relative, str) and not os.path.isabs(relative)
+      assert not relative.startswith('~') and normal != '.'
+      assert normal.split(os.sep)[0] != '..', relative
+    assert all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+               for i in ids) or all(isinstance(i, str) and i.strip()
+                                    for i in ids)
+
+  fuzz(path, valid, megaface.read_probe_list, check)
+
+
+def test_fuzzed_feature_files_parse_consistently_or_name_the_file(tmp_path):
+  path = tmp_path / 'x.jpg_facejax.bin'
+  # Two values whose bytes hold a newline, so that line mutations cut
+  # inside the data.
+  with_newline = np.frombuffer(b'\n\x00\x80\x3f\x00\n\x20\xc1', '<f4')
+  megaface.write_feature(path, np.concatenate([[1.0, -2.5], with_newline,
+                                               [0.1]]))
+  valid = path.read_bytes()
+  assert valid.count(b'\n') == 2
+
+  def check(vector):
+    assert vector.dtype == np.float32 and vector.ndim == 1 and vector.size
+    assert np.all(np.isfinite(vector))
+    assert os.path.getsize(path) == 16 + 4 * vector.size
+
+  fuzz(path, valid, megaface.read_feature, check)

@@ -3,7 +3,10 @@
 A 2-fold LFW pairs.txt (and View 1's single-set form) with empty image
 files for the existence checks, a tiny YouTube Faces splits.txt and frame
 folders; every malformed file must raise naming the file and the line.
+Both parsers are also fuzzed with seeded mutants of a valid file
+(tests/mutations.py).
 """
+import collections
 import os
 import subprocess
 import sys
@@ -13,7 +16,9 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
+from facejax.data import files
 from facejax.data import protocols
+from tests import mutations
 
 # 2 folds of 2 matched + 2 mismatched pairs, tab separated as the official
 # file. Aaron_Peirsol 1 and Abel_Pacheco 1 appear in several pairs.
@@ -153,6 +158,85 @@ def test_read_lfw_pairs_errors_name_file_and_line(tmp_path, text, line,
   assert where in str(error.value)
 
 
+@pytest.mark.parametrize('line, entry', [
+    ('..\t1\t2', '../.._0001.jpg'),
+    ('a/../../..\t1\t2', 'a/../../../a/../../.._0001.jpg'),
+    ('/etc\t1\t2', '/etc//etc_0001.jpg'),
+    ('~root\t1\t2', '~root/~root_0001.jpg'),
+])
+def test_read_lfw_pairs_refuses_names_that_leave_the_root(tmp_path, line,
+                                                          entry):
+  path = write(tmp_path, 'pairs.txt', _replace_line(LFW_PAIRS, 3, line))
+  with pytest.raises(files.UnsafePathError) as error:
+    protocols.read_lfw_pairs(path)
+  assert f'{path}, line 3: the path {entry!r}' in str(error.value)
+
+
+def test_lfw_pair_paths_confines_each_image_to_the_root(tmp_path):
+  # Pairs made in memory, past read_lfw_pairs' check: the join checks too.
+  pairs = protocols.LfwPairs([('..', 1)], [('..', 2)], np.array([True]),
+                             np.array([0]), np.array([9]), 'pairs.txt')
+  with pytest.raises(files.UnsafePathError,
+                     match=r'pairs.txt, line 9: .* leaves the root'):
+    protocols.lfw_pair_paths(pairs, str(tmp_path), check_exists=False)
+  with pytest.raises(files.UnsafePathError, match='is absolute'):
+    protocols.lfw_image_path(str(tmp_path), '/etc', 1)
+
+
+def test_read_lfw_pairs_names_the_line_of_invalid_utf8(tmp_path):
+  path = tmp_path / 'pairs.txt'
+  path.write_bytes(LFW_PAIRS.replace('Dean_Barker\t1\tAbel',
+                                     'Dean_Barker\xff\t1\tAbel').encode(
+                                         'latin-1'))
+  with pytest.raises(files.DataFileError,
+                     match=f'{path}, line 8: not UTF-8'):
+    protocols.read_lfw_pairs(path)
+
+
+def fuzz(tmp_path, name, valid, parse, check, count=250):
+  """Seeded mutants of ``valid``: each parses and passes ``check``, or
+  raises a ValueError or FileNotFoundError naming the file; both happen."""
+  path = tmp_path / name
+  outcomes = collections.Counter()
+  for mutant in mutations.mutants(valid.encode(), count, seed=14):
+    path.write_bytes(mutant)
+    outcomes[mutations.check_outcome(lambda: parse(str(path)), path,
+                                     (ValueError, FileNotFoundError),
+                                     check)] += 1
+  assert outcomes['ok'] and outcomes['error'], outcomes
+
+
+def stays_under_any_root(relative):
+  """True if ``relative`` joined to any folder stays inside it (lexically)."""
+  normal = os.path.normpath(relative)
+  return (not os.path.isabs(relative) and not relative.startswith('~')
+          and normal != '.' and normal.split(os.sep)[0] != '..')
+
+
+def test_fuzzed_lfw_pairs_parse_consistently_or_name_the_file(tmp_path):
+  root = str(tmp_path / 'lfw')
+
+  def check(pairs):
+    count = len(pairs.issame)
+    assert count and len(pairs.first) == len(pairs.second) == count
+    assert len(pairs.folds) == len(pairs.line_numbers) == count
+    per_fold = np.bincount(pairs.folds)
+    assert np.all(per_fold == per_fold[0]) and per_fold[0] % 2 == 0
+    for fold in range(len(per_fold)):  # half matched then half mismatched
+      same = pairs.issame[pairs.folds == fold]
+      assert list(same) == [True] * (len(same) // 2) + [False] * (
+          len(same) // 2)
+    assert np.all(np.diff(pairs.line_numbers) > 0)
+    for (name_a, number_a), (name_b, number_b), same in zip(
+        pairs.first, pairs.second, pairs.issame):
+      assert number_a >= 1 and number_b >= 1 and (name_a == name_b) == same
+    paths, _, _ = protocols.lfw_pair_paths(pairs, root, check_exists=False)
+    assert all(stays_under_any_root(os.path.relpath(p, root))
+               for p in paths)
+
+  fuzz(tmp_path, 'pairs.txt', LFW_PAIRS, protocols.read_lfw_pairs, check)
+
+
 # ----------------------------------------------------------------------------
 # YouTube Faces.
 # ----------------------------------------------------------------------------
@@ -181,6 +265,7 @@ def test_read_ytf_splits(tmp_path):
 
 @pytest.mark.parametrize('text, line, match', [
     ('', None, 'empty'),
+    (YTF_SPLITS.split('\n', 1)[0] + '\n\n', 1, 'no pair line'),
     ('1, 1, A/0, A/1, 1, 1\n', 1, 'header'),
     ('split number, pair number, first name, second name, is the same\n', 1,
      'header'),
@@ -202,6 +287,100 @@ def test_read_ytf_splits_errors_name_file_and_line(tmp_path, text, line,
     protocols.read_ytf_splits(path)
   where = path if line is None else f'{path}, line {line}:'
   assert where in str(error.value)
+
+
+def ytf_text(rows):
+  """A splits file of the (split, pair) rows, all of the same two videos."""
+  return YTF_SPLITS.split('\n', 1)[0] + '\n' + ''.join(
+      f'{split}, {pair}, A/0, B/1, 0, 0\n' for split, pair in rows)
+
+
+def test_read_ytf_splits_accepts_both_pair_numberings(tmp_path):
+  across = ytf_text([(1, 1), (1, 2), (2, 3), (2, 4), (3, 5), (3, 6)])
+  folds = protocols.read_ytf_splits(write(tmp_path, 'a.txt', across)).folds
+  np.testing.assert_array_equal(folds, [1, 1, 2, 2, 3, 3])
+  within = ytf_text([(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)])
+  folds = protocols.read_ytf_splits(write(tmp_path, 'w.txt', within)).folds
+  np.testing.assert_array_equal(folds, [1, 1, 2, 2, 3, 3])
+  single = ytf_text([(1, 1), (1, 2), (1, 3)])
+  assert len(protocols.read_ytf_splits(write(tmp_path, 's.txt', single))
+             .folds) == 3
+
+
+@pytest.mark.parametrize('rows, line, match', [
+    # Truncated: the last split has fewer pairs than the first.
+    ([(1, 1), (1, 2), (2, 1)], 4, 'the file ends after 1 pairs of split 2, '
+     'but split 1 has 2'),
+    ([(1, 1), (1, 2), (2, 3)], 4, 'the file ends after 1 pairs of split 2'),
+    # A split shorter or longer than split 1 in the middle.
+    ([(1, 1), (1, 2), (2, 1), (3, 1), (3, 2)], 5,
+     'split 3 starts after 1 pairs of split 2, but split 1 has 2'),
+    ([(1, 1), (2, 1), (2, 2)], 4, 'pair 2 of split 2, but split 1 has 1'),
+    # Split numbers: from 1, without gaps, never back.
+    ([(2, 1), (2, 2)], 2, 'split number 2 after split 0, expected 1'),
+    ([(1, 1), (3, 1)], 3, 'split number 3 after split 1, expected 1 or 2'),
+    ([(1, 1), (2, 1), (1, 2)], 4, 'split number 1 after split 2'),
+    # Pair numbers: 1, 2, ... in order.
+    ([(1, 2), (1, 3)], 2, r'pair number 2, expected 1 \(pair 1 of split 1'),
+    ([(1, 1), (1, 3)], 3, 'pair number 3, expected 2'),
+    ([(1, 1), (1, 2), (2, 2)], 4, 'pair number 2, expected 1 or 3'),
+    ([(1, 1), (1, 2), (2, 1), (2, 3)], 5,
+     'pair number 3, expected 2 .*within each split'),
+    ([(1, 1), (1, 2), (2, 3), (2, 3)], 5, 'split 2 pair 3 again'),
+    ([(1, 1), (1, 2), (2, 3), (2, 5)], 5,
+     'pair number 5, expected 4 .*across the file'),
+])
+def test_read_ytf_splits_refuses_a_truncated_or_misnumbered_file(
+    tmp_path, rows, line, match):
+  path = write(tmp_path, 'splits.txt', ytf_text(rows))
+  with pytest.raises(ValueError, match=match) as error:
+    protocols.read_ytf_splits(path)
+  assert f'{path}, line {line}:' in str(error.value)
+
+
+@pytest.mark.parametrize('video', ['../0', '~root/0'])
+def test_read_ytf_splits_refuses_videos_that_leave_the_root(tmp_path, video):
+  path = write(tmp_path, 'splits.txt',
+               _replace_line(YTF_SPLITS, 3, f'1, 2, A/0, {video}, 0, 0'))
+  with pytest.raises(files.UnsafePathError) as error:
+    protocols.read_ytf_splits(path)
+  assert f'{path}, line 3: the path {video!r}' in str(error.value)
+
+
+def test_ytf_video_frames_confines_the_video_to_the_root(tmp_path):
+  root = tmp_path / 'frames'
+  make_video(str(tmp_path), 'outside/0', ['1.1.jpg'])
+  with pytest.raises(files.UnsafePathError, match='leaves the root'):
+    protocols.ytf_video_frames(str(root), '../outside/0')
+
+
+def test_read_ytf_splits_names_the_line_of_invalid_utf8(tmp_path):
+  path = tmp_path / 'splits.txt'
+  path.write_bytes(YTF_SPLITS.encode().replace(b'Abel_Pacheco/3',
+                                               b'Ab\xe9l_Pacheco/3'))
+  with pytest.raises(files.DataFileError,
+                     match=f'{path}, line 4: not UTF-8'):
+    protocols.read_ytf_splits(path)
+
+
+def test_fuzzed_ytf_splits_parse_consistently_or_name_the_file(tmp_path):
+  # 3 splits of 3 pairs, so that a lost or repeated line changes a count.
+  valid = ytf_text([(split, pair) for split in (1, 2, 3)
+                    for pair in (1, 2, 3)])
+
+  def check(splits):
+    folds, first, second, issame, line_numbers = splits
+    count = len(folds)
+    assert len(first) == len(second) == len(issame) == count
+    assert len(line_numbers) == count and np.all(np.diff(line_numbers) > 0)
+    assert folds[0] == 1 and set(np.diff(folds)) <= {0, 1}
+    per_split = np.bincount(folds)[1:]
+    assert np.all(per_split == per_split[0])
+    for video in first + second:
+      person, number = video.split('/')
+      assert person and number.isdigit() and stays_under_any_root(video)
+
+  fuzz(tmp_path, 'splits.txt', valid, protocols.read_ytf_splits, check)
 
 
 def make_video(root, video, names):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from eval import megaface as megaface_job
+from facejax.data import files
 from facejax.data import megaface
 from facejax.data import synthetic
 from facejax.metrics import identification
@@ -119,3 +120,35 @@ def test_errors(workdir, tmp_path, capsys):
       str(tmp_path), '--distractor-root', str(tmp_path),
       '--out', str(tmp_path / 'out')]) == 1
   assert "bad.json: no list under the key 'id'" in capsys.readouterr().err
+
+
+def test_write_devkit_features_writes_nothing_outside_its_root(tmp_path):
+  root = tmp_path / 'out' / 'devkit_features' / 'probes'
+  features = np.ones((2, 4), np.float32)
+  with pytest.raises(files.UnsafePathError, match='leaves the root'):
+    megaface_job.write_devkit_features(
+        features, ['P/P_0.png', '../../../escaped/x.png'], str(root),
+        'facejax')
+  # Every path is checked before the first folder is made.
+  assert not (tmp_path / 'escaped').exists() and not root.exists()
+  megaface_job.write_devkit_features(features, ['P/P_0.png', 'Q/Q_1.png'],
+                                     str(root), 'facejax')
+  np.testing.assert_array_equal(megaface.read_feature(
+      root / 'Q' / 'Q_1.png_facejax.bin'), features[1])
+
+
+def test_a_list_entry_outside_the_root_stops_the_job(tmp_path, capsys):
+  # Feature files on both sides of the root: only the confinement refuses.
+  inside, outside = tmp_path / 'features' / 'a.png', tmp_path / 'b.png'
+  for image in (inside, outside):
+    image.parent.mkdir(parents=True, exist_ok=True)
+    megaface.write_feature(f'{image}_facejax.bin', np.ones(4, np.float32))
+  megaface.write_image_list(tmp_path / 'bad.json', ['a.png', '../b.png'],
+                            [0, 0])
+  assert megaface_job.main([
+      '--probes', str(tmp_path / 'bad.json'), '--distractors',
+      str(tmp_path / 'bad.json'), '--probe-features',
+      str(tmp_path / 'features'), '--distractor-features',
+      str(tmp_path / 'features'), '--out', str(tmp_path / 'out')]) == 1
+  err = capsys.readouterr().err
+  assert 'bad.json, "path"[1]: the path \'../b.png\' leaves the root' in err
