@@ -252,36 +252,42 @@ def read_landmarks(path, relative_paths):
   """Reads a landmarks file into (N, 5, 2) float32 in the given order.
 
   Args:
-    path: text file, lines ``relative/path x1 y1 ... x5 y5``.
+    path: UTF-8 text file, lines ``relative/path x1 y1 ... x5 y5`` (``#``
+      starts a comment), one line per image.
     relative_paths: the images' paths relative to the folder root, in order.
 
   Raises:
     FileNotFoundError: the file is missing.
-    ValueError: a malformed line (file and line number named), or an image
-      with no line.
+    ValueError: a malformed line (file and line number named), an image
+      named twice (both lines named: which one holds is unknowable), an
+      image with no line, a folder or bytes that are not UTF-8.
   """
+  from facejax.data import files  # pylint: disable=g-import-not-at-top
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path}: landmarks file not found')
-  points = {}
-  with open(path, encoding='utf-8') as f:
-    for number, line in enumerate(f, 1):
-      fields = line.split('#', 1)[0].split()
-      if not fields:
-        continue
-      if len(fields) != 1 + 2 * NUM_LANDMARKS:
-        raise ValueError(
-            f'{path}:{number}: expected a path and {2 * NUM_LANDMARKS} '
-            f'numbers, got {len(fields)} fields')
-      try:
-        values = [float(v) for v in fields[1:]]
-      except ValueError:
-        raise ValueError(
-            f'{path}:{number}: landmark values must be numbers: '
-            f'{" ".join(fields[1:])}') from None
-      if not all(math.isfinite(v) for v in values):
-        raise ValueError(f'{path}:{number}: non-finite landmark value')
-      points[os.path.normpath(fields[0])] = values
+  points, line_of = {}, {}
+  for number, line in files.read_text_lines(path):
+    fields = line.split('#', 1)[0].split()
+    if not fields:
+      continue
+    if len(fields) != 1 + 2 * NUM_LANDMARKS:
+      raise ValueError(
+          f'{path}:{number}: expected a path and {2 * NUM_LANDMARKS} '
+          f'numbers, got {len(fields)} fields')
+    try:
+      values = [float(v) for v in fields[1:]]
+    except ValueError:
+      raise ValueError(
+          f'{path}:{number}: landmark values must be numbers: '
+          f'{" ".join(fields[1:])}') from None
+    if not all(math.isfinite(v) for v in values):
+      raise ValueError(f'{path}:{number}: non-finite landmark value')
+    key = os.path.normpath(fields[0])
+    if key in line_of:
+      raise ValueError(f'{path}:{number}: {fields[0]} has landmarks again '
+                       f'(first on line {line_of[key]})')
+    points[key], line_of[key] = values, number
   missing = [p for p in relative_paths if os.path.normpath(p) not in points]
   if missing:
     raise ValueError(
