@@ -75,7 +75,7 @@ def _numbered_lines(path):
 
 def _check_file_name(name, path, number):
   """Refuses, naming the line, a file name that leaves the images folder."""
-  files.confine(IMAGES_FOLDER, name, source=path, line=number)
+  files.check_relative(name, source=path, line=number)
 
 
 def read_attributes(path):

@@ -50,13 +50,60 @@ def where(path, line=None, key=None):
   return text
 
 
+def check_relative(entry, *, source=None, line=None, key=None):
+  """``entry`` normalised, refusing one that could leave any root.
+
+  The root-independent half of :func:`confine`, for readers that check a
+  list file's entries when they read it, before the root they will be
+  joined to is known.
+
+  Args:
+    entry: the relative path as written in the file (``/`` separated).
+    source: the file the entry was read from, for the message.
+    line: the entry's line in ``source`` (1-based), if it has one.
+    key: where else in ``source`` the entry is (e.g. ``'shards[2].file'``).
+
+  Returns:
+    ``os.path.normpath(entry)``, which neither is absolute nor starts with
+    ``..``.
+
+  Raises:
+    UnsafePathError: ``entry`` is not a string, is empty, holds a NUL byte,
+      is absolute (also ``~user`` or a Windows drive), names the root itself
+      (``.``, ``a/..``) or climbs out of it with ``..``.
+  """
+  origin = where(source if source is not None else '<no file>', line, key)
+  if not isinstance(entry, str):
+    raise UnsafePathError(f'{origin}: a path must be a string, got '
+                          f'{entry!r}')
+  normalised = os.path.normpath(entry) if entry.strip() else ''
+  problem = None
+  if not normalised:
+    problem = 'is empty'
+  elif '\0' in entry:
+    problem = 'holds a NUL byte'
+  elif (os.path.isabs(entry) or entry.startswith(('/', '\\', '~'))
+        or entry[1:3] in (':/', ':\\')):
+    problem = 'is absolute'
+  elif normalised == os.curdir:
+    problem = 'names the root itself'
+  elif normalised == os.pardir or normalised.startswith(os.pardir + os.sep):
+    problem = 'leaves the root'
+  if problem is not None:
+    raise UnsafePathError(f'{origin}: the path {entry!r} {problem}; paths '
+                          'in this file must be relative and stay under '
+                          'their root')
+  return normalised
+
+
 def confine(root, entry, *, source=None, line=None, key=None):
   """``root/entry`` normalised, refusing an ``entry`` that leaves ``root``.
 
   Args:
     root: the folder the entry must stay under.
     entry: the relative path as written in the file (``/`` separated).
-    source: the file the entry was read from, for the message.
+    source: the file the entry was read from, for the message (default: the
+      root).
     line: the entry's line in ``source`` (1-based), if it has one.
     key: where else in ``source`` the entry is (e.g. ``'shards[2].file'``).
 
@@ -64,34 +111,14 @@ def confine(root, entry, *, source=None, line=None, key=None):
     The joined, normalised path (a string).
 
   Raises:
-    UnsafePathError: ``entry`` is not a string, is empty, holds a NUL byte,
-      is absolute (also ``~user`` or a Windows drive), or climbs out of
-      ``root`` with ``..``.
+    UnsafePathError: as :func:`check_relative`, the message naming ``root``.
   """
-  origin = where(source if source is not None else root, line, key)
-  if not isinstance(entry, str):
-    raise UnsafePathError(f'{origin}: a path must be a string, got '
-                          f'{entry!r}')
-  problem = None
-  if not entry.strip():
-    problem = 'is empty'
-  elif '\0' in entry:
-    problem = 'holds a NUL byte'
-  elif (os.path.isabs(entry) or entry.startswith(('/', '\\', '~'))
-        or entry[1:3] in (':/', ':\\')):
-    problem = 'is absolute'
-  if problem is None:
-    base = os.path.normpath(os.path.abspath(root))
-    joined = os.path.normpath(os.path.join(base, entry))
-    if joined == base:
-      problem = f'names the root {root} itself'
-    elif not joined.startswith(base.rstrip(os.sep) + os.sep):
-      problem = f'leaves the root {root}'
-  if problem is not None:
-    raise UnsafePathError(f'{origin}: the path {entry!r} {problem}; paths '
-                          'in this file must be relative and stay under '
-                          'their root')
-  return os.path.join(root, os.path.normpath(entry))
+  try:
+    relative = check_relative(entry, source=source if source is not None
+                              else root, line=line, key=key)
+  except UnsafePathError as error:
+    raise UnsafePathError(f'{error} (root: {root})') from None
+  return os.path.join(root, relative)
 
 
 def _decode(data, path):

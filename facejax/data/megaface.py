@@ -70,9 +70,6 @@ CV_64F = 6
 HEADER = struct.Struct('<4i')  # rows, cols, row stride in bytes, type
 _CV_TYPE_NAMES = {0: 'CV_8U', 1: 'CV_8S', 2: 'CV_16U', 3: 'CV_16S',
                   4: 'CV_32S', CV_32F: 'CV_32F', CV_64F: 'CV_64F'}
-# What the messages of the read-time confinement call the root, which is
-# only known later: an entry must stay under whichever root it is joined to.
-_ANY_ROOT = '<image or feature root>'
 
 
 def file_ending(suffix):
@@ -244,7 +241,7 @@ def _check_paths(entries, path):
     if not isinstance(entry, str):
       raise files.DataFileError(f'{path}: "path" entries must be strings; '
                                 f'"path"[{index}] is {entry!r}')
-    files.confine(_ANY_ROOT, entry, source=path, key=f'"path"[{index}]')
+    files.check_relative(entry, source=path, key=f'"path"[{index}]')
 
 
 def _check_ids(ids, path):

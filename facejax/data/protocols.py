@@ -48,9 +48,6 @@ _DIGITS = re.compile(r'[0-9]+')
 # The frame number: the digits just before the extension, as in
 # aligned_detect_0.555.jpg and 0.555.jpg (frame 555).
 _FRAME_NUMBER = re.compile(r'([0-9]+)\.[A-Za-z]+$')
-# What the messages of the read-time confinement call the image root, which
-# is only known later: a name must stay under whichever root it is joined to.
-_ANY_ROOT = '<image root>'
 
 
 class LfwPairs(NamedTuple):
@@ -169,8 +166,8 @@ def read_lfw_pairs(path):
       raise ValueError(f'{where}: image numbers start at 1, got '
                        f'{line.strip()!r}')
     for name, number in ((name_a, number_a), (name_b, number_b)):
-      files.confine(_ANY_ROOT, _lfw_relative_path(name, number), source=path,
-                    line=line_number)
+      files.check_relative(_lfw_relative_path(name, number), source=path,
+                           line=line_number)
     first.append((name_a, number_a))
     second.append((name_b, number_b))
     issame.append(matched_block)
@@ -316,7 +313,7 @@ def _ytf_row(path, line_number, line):
     if not person or not _DIGITS.fullmatch(number):
       raise ValueError(f'{where}: a video must be "<person>/<video '
                        f'number>", got {video!r}')
-    files.confine(_ANY_ROOT, video, source=path, line=line_number)
+    files.check_relative(video, source=path, line=line_number)
   for label in fields[4:]:
     if label not in ('0', '1'):
       raise ValueError(f'{where}: the labels must be 0 or 1, got '

@@ -77,7 +77,8 @@ def test_confine_accepts_nested_relative_paths(tmp_path, entry, relative):
 def test_confine_accepts_a_relative_root():
   assert files.confine('images', 'a/b.jpg') == os.path.join('images', 'a',
                                                             'b.jpg')
-  with pytest.raises(files.UnsafePathError, match='leaves the root images'):
+  with pytest.raises(files.UnsafePathError,
+                     match=r'leaves the root; .*\(root: images\)'):
     files.confine('images', '../other/b.jpg')
 
 
@@ -137,3 +138,14 @@ def test_read_json_refuses_what_json_does_not_allow(tmp_path, text, match):
   with pytest.raises(files.DataFileError, match=match) as error:
     files.read_json(path)
   assert 'list.json' in str(error.value)
+
+
+@pytest.mark.parametrize('entry', ['../x', '/abs', 'a/../..', '.', '', '~/x'])
+def test_check_relative_refuses_what_confine_refuses_without_a_root(entry):
+  # Readers check entries when they read a list, before the root is known.
+  with pytest.raises(files.UnsafePathError, match=r'^list.txt, line 2: '):
+    files.check_relative(entry, source='list.txt', line=2)
+
+
+def test_check_relative_returns_the_normalised_entry():
+  assert files.check_relative('a/./b/../c.jpg', source='l') == 'a/c.jpg'
