@@ -6,6 +6,9 @@
 The config is a Python file with ``get_config()`` returning an
 ``ml_collections.ConfigDict``; ``--config.key=value`` overrides any entry.
 A rerun with the same ``--workdir`` resumes from its latest checkpoint.
+A bad value, or an override of a key the config does not have, stops it
+with one ``error:`` line naming the key (exit code 1 for a value, 2 for a
+flag), before any data is read.
 Launched as several processes (one per host), pass ``--coordinator``,
 ``--num_processes`` and ``--process_id`` or let the cluster's environment
 variables (SLURM, Open MPI, Cloud TPU) provide them.
@@ -33,6 +36,40 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'this process')
 
 
+def unknown_key(error):
+  """(key, hint) of ml_collections' error for a key a config does not have:
+  the innermost KeyError of its chain is the key; the one around it may add
+  'Did you mean ...?'."""
+  chain = []
+  while error is not None:
+    chain.append(error)
+    error = error.__context__
+  keys = [e for e in chain if isinstance(e, KeyError) and e.args]
+  if not keys:
+    return None, ''
+  hint = str(keys[-2].args[0]).partition('\n')[2] if len(keys) > 1 else ''
+  return str(keys[-1].args[0]), hint
+
+
+def parse_flags(argv):
+  """absl's flag parsing; a bad flag is one ``error:`` line, exit code 2."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:  # --config.key that is not there
+    key, hint = unknown_key(e)
+    overrides = [arg[2:].split('=')[0] for arg in argv[1:]
+                 if arg.startswith(f'--{_CONFIG.name}.')]
+    named = [o for o in overrides if key in o.split('.')[1:]]
+    if not named:
+      raise
+    print(f'error: --{named[0]}: no such key in the config'
+          + (f'. {hint}' if hint else ''), file=sys.stderr)
+  except flags.Error as e:  # the first and last lines of a long message
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    print('error: ' + ' '.join(lines[:1] + lines[1:][-1:]), file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
   del argv
   if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
@@ -50,4 +87,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -85,6 +85,20 @@ CLASS_WEIGHT_INIT_STD = 0.01  # insightface's normal(0, 0.01)
 WEIGHTINGS = ('uniform', 'adaptive')
 
 
+def check_choices(loss_config):
+  """Raises ValueError naming the key when ``loss.name`` (or, for the
+  multi-task loss, ``loss.weighting``) is not one of this module's (for
+  :class:`Objective` and the training loop's config check)."""
+  name = loss_config.name
+  if name not in NAMES:
+    raise ValueError(f'loss.name: unknown {name!r}; choose one of '
+                     f'{", ".join(NAMES)}')
+  weighting = loss_config.get('weighting', 'uniform')
+  if name == 'attributes' and weighting not in WEIGHTINGS:
+    raise ValueError(f'loss.weighting: unknown {weighting!r}; choose one of '
+                     f'{", ".join(WEIGHTINGS)}')
+
+
 class Objective:
   """The loss of one config, its parameters and its state.
 
@@ -97,11 +111,9 @@ class Objective:
 
   def __init__(self, loss_config, num_classes, embedding_dim, class_shards=1,
                num_examples=None, num_attributes=None):
+    check_choices(loss_config)
     self.config = loss_config
     self.name = loss_config.name
-    if self.name not in NAMES:
-      raise ValueError(f'loss.name: unknown {self.name!r}; choose one of '
-                       f'{", ".join(NAMES)}')
     self.num_classes = num_classes
     self.embedding_dim = embedding_dim
     self.needs_identity_balanced_batches = self.name in METRIC_LEARNING
@@ -116,9 +128,6 @@ class Objective:
     if self.uses_attributes and not num_attributes:
       raise ValueError(f'loss.name={self.name} trains on attributes: pass '
                        'num_attributes (the data has none)')
-    if self.name == 'attributes' and self.weighting not in WEIGHTINGS:
-      raise ValueError(f'loss.weighting: unknown {self.weighting!r}; choose '
-                       f'one of {", ".join(WEIGHTINGS)}')
 
   @property
   def needs_example_index(self):
