@@ -125,7 +125,8 @@ def main(argv=None):
         args.checkpoint, args.step, batch_size=args.batch_size)
     _, table, json_path, png_path = run(
         embedder, pair_sets, args.out, args.metric, args.flip, args.baseline)
-  except (FileNotFoundError, ValueError) as e:
+  # A damaged .bin is a ValueError naming it; an unreadable one an OSError.
+  except (OSError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   print(table)

@@ -1,7 +1,9 @@
 """Readers for insightface's datasets, in pure Python and numpy.
 
-No mxnet and no tensorflow: this module imports only the standard library and
-numpy.
+No mxnet and no tensorflow: this module imports only the standard library,
+numpy and :mod:`facejax.data.files` (pure python). A malformed or damaged file
+is a :class:`facejax.data.files.DataFileError` (a ``ValueError``) naming the
+file and the line, key or byte offset.
 
 **MXNet RecordIO** (``train.rec`` + ``train.idx``: MS1MV2, MS1MV3, Glint360K,
 WebFace42M). A ``.rec`` file is a sequence of records; each is stored as one
@@ -18,7 +20,8 @@ pieces with flags 1 (first), 2 (middle) and 3 (last); the reader joins the
 pieces with the magic bytes put back between them.
 
 The ``.idx`` file is text, one ``key<TAB>offset`` line per record: the byte
-offset of the record's first chunk in the ``.rec`` file.
+offset of the record's first chunk in the ``.rec`` file. dmlc-core reads both
+numbers as ``size_t``.
 
 A record's payload is an ``IRHeader``, struct ``'<IfQQ'`` (flag: uint32,
 label: float32, id: uint64, id2: uint64; 24 bytes), then ``flag`` float32
@@ -37,6 +40,18 @@ in the ``.idx``'s line order, and ``num_classes`` is ``None``: counting the
 classes would mean reading every record (take ``max(label) + 1`` if the labels
 are known to be dense).
 
+What the format promises is checked when a :class:`RecordReader` is made,
+cheaply (the ``.idx`` once, and at most four records of the ``.rec``): the
+index is not empty; keys are unique; offsets are unique (two keys at one
+offset would serve one image twice and another never), multiples of 4 (every
+chunk is padded to 4 bytes) and leave room for a chunk header before the end
+of the ``.rec``; with a header, every image key ``1 .. a - 1`` is listed, the
+last of them is not an identity record and the first identity record (key
+``a``, when listed) holds no image; without a header, the record of the
+largest key is not an identity record (a label ``(start, end)`` of keys and no
+image), which is what an index that lost its header line (key 0) looks like:
+its identity records would otherwise be served as images.
+
 All labels are float32, so keys and classes are exact only up to 2**24
 (16,777,216); larger header keys are used as stored, rounded to float32, as
 insightface's loaders use them.
@@ -46,19 +61,26 @@ pickle of ``(bins, issame)``, the encoded images of the pairs (image ``2 i``
 and ``2 i + 1`` form pair ``i``) and whether each pair shows one person.
 :func:`load_bin` reads them with an unpickler that refuses every global but
 the few that bytes, bool arrays and bool scalars pickle through, so that a
-crafted ``.bin`` cannot run code.
+crafted ``.bin`` cannot run code, after a walk over the pickle's opcodes
+(:mod:`pickletools`) has checked that no length field or memo index asks for
+more than the file holds: the unpickler allocates what a length field says
+before reading it, so a 20-byte file could otherwise ask for 2**36 bytes.
 """
 import collections
 import errno
+import io
 import math
 import operator
 import os
 import pickle
+import pickletools
 import struct
 import threading
 import warnings
 
 import numpy as np
+
+from facejax.data import files
 
 MAGIC = 0xced7230a
 MAGIC_BYTES = struct.pack('<I', MAGIC)
@@ -98,7 +120,17 @@ def _open_existing(path, what):
     raise _not_found(path, what) from None
 
 
-def _read_record(f, path, offset, allow_eof=False):
+def _bad_magic(path, magic, position, idx_path=None):
+  """The error for a chunk that does not start with the magic number."""
+  index = idx_path if idx_path is not None else 'the .idx'
+  found = f' {magic:#010x}' if magic is not None else ''
+  return files.DataFileError(
+      f'{path}: bad magic number{found} at byte offset {position} (expected '
+      f'{MAGIC:#010x}): not a RecordIO file, a corrupt one, or a wrong '
+      f'offset in {index}')
+
+
+def _read_record(f, path, offset, allow_eof=False, idx_path=None):
   """Reads the record whose first chunk starts at ``offset``.
 
   Args:
@@ -107,14 +139,16 @@ def _read_record(f, path, offset, allow_eof=False):
     offset: the byte offset of the record's first chunk.
     allow_eof: return ``(None, offset)`` when ``offset`` is the end of the
       file instead of raising.
+    idx_path: the index ``offset`` was taken from, named in the message of
+      a bad magic number.
 
   Returns:
     ``(payload, next_offset)``: the reassembled payload and the offset of the
     next record.
 
   Raises:
-    ValueError: bad magic number, truncated chunk or bad continuation flags,
-      naming the file and the byte offset.
+    files.DataFileError: bad magic number, truncated chunk or bad
+      continuation flags, naming the file and the byte offset.
   """
   f.seek(offset)
   parts = []
@@ -125,27 +159,25 @@ def _read_record(f, path, offset, allow_eof=False):
       if not head and not parts:
         if allow_eof:
           return None, offset
-        raise ValueError(f'{path}: no record at byte offset {offset}: it is '
-                         'at or past the end of the file')
-      raise ValueError(
+        raise files.DataFileError(
+            f'{path}: no record at byte offset {offset}: it is at or past '
+            'the end of the file')
+      raise files.DataFileError(
           f'{path}: truncated record at byte offset {offset}: the chunk '
           f'header at byte offset {pos} has {len(head)} of its 8 bytes')
     magic, lrecord = struct.unpack('<II', head)
     if magic != MAGIC:
-      raise ValueError(
-          f'{path}: bad magic number {magic:#010x} at byte offset {pos} '
-          f'(expected {MAGIC:#010x}): not a RecordIO file, a corrupt one, or '
-          'a wrong offset in the .idx')
+      raise _bad_magic(path, magic, pos, idx_path)
     cflag, length = lrecord >> LENGTH_BITS, lrecord & LENGTH_MASK
     expected = (WHOLE, FIRST) if not parts else (MIDDLE, LAST)
     if cflag not in expected:
-      raise ValueError(
+      raise files.DataFileError(
           f'{path}: record at byte offset {offset}: the chunk at byte offset '
           f'{pos} has continuation flag {cflag}, expected one of {expected}')
     padded = (length + 3) & ~3
     data = f.read(padded)
     if len(data) < padded:
-      raise ValueError(
+      raise files.DataFileError(
           f'{path}: truncated record at byte offset {offset}: the chunk at '
           f'byte offset {pos} needs {padded} bytes after its header, the file '
           f'has {len(data)}')
@@ -217,24 +249,43 @@ def default_idx_path(rec_path):
   return os.path.splitext(os.fspath(rec_path))[0] + '.idx'
 
 
+def _idx_line_pair(line, idx_path, number):
+  """``(key, offset)`` of one non-blank ``.idx`` line (bytes)."""
+  try:
+    text = line.decode('utf-8').rstrip()
+  except UnicodeDecodeError:
+    raise files.DataFileError(
+        f'{idx_path}: line {number} is not UTF-8 text: {line.rstrip()!r}'
+    ) from None
+  fields = text.split()
+  try:
+    # ASCII digits only: int() would also take '1_0', '+1' and other
+    # scripts' digits.
+    if len(fields) != 2 or not all(
+        f.isascii() and f.lstrip('-').isdigit() for f in fields):
+      raise ValueError
+    key, offset = int(fields[0]), int(fields[1])
+    if not all(-2**63 <= value < 2**63 for value in (key, offset)):
+      raise ValueError
+  except ValueError:
+    raise files.DataFileError(
+        f'{idx_path}: line {number} is {text!r}, expected "key<TAB>offset" '
+        '(two integers)') from None
+  # dmlc-core reads both as size_t: a negative one is no record.
+  if key < 0:
+    raise files.DataFileError(f'{idx_path}: line {number}: key {key} is '
+                              'negative')
+  if offset < 0:
+    raise files.DataFileError(f'{idx_path}: line {number}: key {key} has '
+                              f'negative offset {offset}')
+  return key, offset
+
+
 def _parse_idx_lines(lines, idx_path, first_line):
   """Slow, exact parse of ``lines``: names the first malformed line."""
-  pairs = []
-  for number, line in enumerate(lines, start=first_line):
-    fields = line.split()
-    if not fields:
-      continue
-    try:
-      if len(fields) != 2:
-        raise ValueError
-      pair = int(fields[0]), int(fields[1])
-      if not all(-2**63 <= value < 2**63 for value in pair):
-        raise ValueError
-      pairs.append(pair)
-    except ValueError:
-      raise ValueError(
-          f'{idx_path}: line {number} is {line.rstrip()!r}, expected '
-          '"key<TAB>offset" (two integers)') from None
+  pairs = [_idx_line_pair(line, idx_path, number)
+           for number, line in enumerate(lines, start=first_line)
+           if line.split()]
   return np.array(pairs, np.int64).reshape(-1)
 
 
@@ -269,12 +320,13 @@ def read_idx(idx_path):
     idx_path: the ``.idx`` file.
 
   Returns:
-    ``(keys, offsets)``: int64 arrays in the file's line order.
+    ``(keys, offsets)``: int64 arrays in the file's line order (empty for an
+    empty file: :class:`RecordReader` refuses that).
 
   Raises:
     FileNotFoundError: no such file.
-    ValueError: a malformed line (naming the file and line number) or a
-      negative offset.
+    files.DataFileError: a malformed line, bytes that are not UTF-8, a
+      negative key or offset (naming the file and line number).
   """
   idx_path = os.fspath(idx_path)
   pieces, lines_before, rest = [], 0, b''
@@ -294,12 +346,7 @@ def read_idx(idx_path):
       if not block:
         break
   values = np.concatenate(pieces)
-  keys, offsets = values[0::2], values[1::2]
-  if offsets.size and offsets.min() < 0:
-    key = keys[np.argmin(offsets)]
-    raise ValueError(f'{idx_path}: key {key} has negative offset '
-                     f'{offsets.min()}')
-  return keys, offsets
+  return values[0::2], values[1::2]
 
 
 def unpack(payload):
@@ -333,25 +380,106 @@ def _class_label(header):
   return int(label)
 
 
-def _image_offsets(idx_path, keys, offsets, first, end):
-  """Offsets of the image keys ``first .. end - 1``."""
-  order = np.argsort(keys, kind='stable')
-  sorted_keys = keys[order]
-  duplicate = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
-  if duplicate.size:
-    raise ValueError(f'{idx_path}: key {sorted_keys[duplicate[0]]} appears '
-                     'more than once')
-  wanted = np.arange(first, end, dtype=np.int64)
-  position = np.minimum(np.searchsorted(sorted_keys, wanted),
-                        max(keys.size - 1, 0))
-  missing = (np.flatnonzero(sorted_keys[position] != wanted) if keys.size
-             else np.arange(wanted.size))
-  if missing.size:
-    raise ValueError(
-        f'{idx_path}: the header record (key 0) puts the images at keys '
-        f'{first} .. {end - 1}, but {missing.size} of them are not in the '
-        f'index; the first is key {wanted[missing[0]]}')
-  return offsets[order[position]]
+def _identity_range(header, image):
+  """``(start, end)`` if the record is an insightface identity record.
+
+  An identity record has at least two labels, the first two a range of image
+  keys ``1 <= start < end``, and no image; an image record has an image, or a
+  single label, or labels that are no such range.
+
+  Returns:
+    The range, or ``None`` for a record that is not an identity record.
+  """
+  if header.flag < 2 or image:
+    return None
+  start, end = header.label[:2]
+  if not all(math.isfinite(v) and v == int(v) for v in (start, end)):
+    return None
+  return (int(start), int(end)) if 1 <= start < end else None
+
+
+class _Index:
+  """The keys and offsets of a ``.idx``, checked against its ``.rec``.
+
+  Attributes:
+    keys, offsets: int64 arrays in the file's line order.
+    sorted_keys: the keys in increasing order.
+    order: the positions that sort ``keys``.
+  """
+
+  def __init__(self, idx_path, rec_path):
+    """Reads the ``.idx`` and checks what the format promises of it.
+
+    Costs one parse of the ``.idx`` and two sorts (keys and offsets); reads
+    nothing of the ``.rec`` but its size.
+
+    Raises:
+      files.DataFileError: an empty index; a key listed twice; an offset
+        that is not a multiple of 4, leaves no room for a chunk header
+        before the end of the ``.rec``, or is listed twice.
+    """
+    self.idx_path, self.rec_path = idx_path, rec_path
+    self.keys, self.offsets = read_idx(idx_path)
+    if not self.keys.size:
+      raise files.DataFileError(
+          f'{idx_path}: empty index: no "key<TAB>offset" line, so no record '
+          f'of {rec_path} can be read')
+    self.order = np.argsort(self.keys, kind='stable')
+    self.sorted_keys = self.keys[self.order]
+    twice = np.flatnonzero(self.sorted_keys[1:] == self.sorted_keys[:-1])
+    if twice.size:
+      raise files.DataFileError(f'{idx_path}: key {self.sorted_keys[twice[0]]}'
+                                ' appears more than once')
+    self._check_offsets(os.path.getsize(rec_path))
+
+  def _check_offsets(self, rec_size):
+    keys, offsets = self.keys, self.offsets
+    past = np.flatnonzero(offsets > rec_size - 8)
+    if past.size:
+      at = past[0]
+      raise files.DataFileError(
+          f'{self.idx_path}: key {keys[at]} has offset {offsets[at]}, past '
+          f'the last chunk header that fits in {self.rec_path} ({rec_size} '
+          'bytes): a truncated .rec or a wrong offset')
+    unaligned = np.flatnonzero(offsets % 4)
+    if unaligned.size:
+      at = unaligned[0]
+      raise files.DataFileError(
+          f'{self.idx_path}: key {keys[at]} has offset {offsets[at]}, not a '
+          'multiple of 4: chunks are padded to 4 bytes, so every record '
+          'starts at one')
+    by_offset = np.argsort(offsets, kind='stable')
+    sorted_offsets = offsets[by_offset]
+    same = np.flatnonzero(sorted_offsets[1:] == sorted_offsets[:-1])
+    if same.size:
+      first, second = by_offset[same[0]], by_offset[same[0] + 1]
+      raise files.DataFileError(
+          f'{self.idx_path}: keys {keys[first]} and {keys[second]} both have '
+          f'offset {offsets[first]}: one record would be read twice and '
+          'another never')
+    self.last_offset = int(sorted_offsets[-1])
+
+  def offset_of(self, key):
+    """The offset of ``key``, or ``None`` when it is not listed."""
+    at = np.searchsorted(self.sorted_keys, key)
+    if at < self.sorted_keys.size and self.sorted_keys[at] == key:
+      return int(self.offsets[self.order[at]])
+    return None
+
+  def image_offsets(self, first, end):
+    """Offsets of the image keys ``first .. end - 1``; all must be listed."""
+    sorted_keys = self.sorted_keys
+    wanted = np.arange(first, end, dtype=np.int64)
+    position = np.minimum(np.searchsorted(sorted_keys, wanted),
+                          sorted_keys.size - 1)
+    missing = np.flatnonzero(sorted_keys[position] != wanted)
+    if missing.size:
+      raise files.DataFileError(
+          f'{self.idx_path}: the header record (key 0) of {self.rec_path} '
+          f'puts the images at keys {first} .. {end - 1}, but '
+          f'{missing.size} of them are not in the index; the first is key '
+          f'{wanted[missing[0]]}')
+    return self.offsets[self.order[position]]
 
 
 class RecordReader:
@@ -359,7 +487,8 @@ class RecordReader:
 
   ``reader[i]`` is ``(label, image_bytes)`` for the ``i``-th image record
   (negative ``i`` counts from the end, like a list); iterating yields them in
-  order. See the module docstring for which records are images.
+  order. See the module docstring for which records are images and what is
+  checked when the reader is made.
 
   The ``.rec`` file is opened on first use and reopened after a fork; reads
   hold a lock, so threads may share a reader. Pickling keeps the paths and the
@@ -376,7 +505,7 @@ class RecordReader:
   """
 
   def __init__(self, rec_path, idx_path=None):
-    """Reads the ``.idx`` and the header record.
+    """Reads and checks the ``.idx``, the header record and a few others.
 
     Args:
       rec_path: the ``.rec`` file.
@@ -385,7 +514,9 @@ class RecordReader:
     Raises:
       FileNotFoundError: either file is missing (build a missing ``.idx``
         with :func:`build_idx`).
-      ValueError: a malformed ``.idx``, header record or ``.rec`` file.
+      files.DataFileError: a malformed ``.idx``, header record or ``.rec``
+        file, or an index that does not fit its ``.rec`` (see the module
+        docstring).
     """
     self.rec_path = os.fspath(rec_path)
     self.idx_path = (default_idx_path(self.rec_path) if idx_path is None
@@ -396,36 +527,91 @@ class RecordReader:
       raise _not_found(self.idx_path, 'RecordIO index (.idx) file',
                        ' (build it with build_idx(rec_path))')
     self._reset_file()
-    keys, offsets = read_idx(self.idx_path)
+    index = _Index(self.idx_path, self.rec_path)
+    # The record that ends last in the file: a truncated .rec cuts it.
+    self._read(index.last_offset)
     self.header, self.num_classes = None, None
-    self._offsets = offsets
-    zero = np.flatnonzero(keys == 0)
-    if zero.size:
-      offset = int(offsets[zero[0]])
-      header, _ = self._unpack(self._read(offset), 'header record (key 0)',
-                               offset)
+    self._offsets = index.offsets
+    offset = index.offset_of(0)
+    if offset is not None:
+      header, _ = self._record(offset, 'header record (key 0)')
       if header.flag > 0:
-        self.header = header
-        first = self._header_key(header.label[0], offset)
-        self._offsets = _image_offsets(self.idx_path, keys, offsets, 1, first)
-        if header.flag >= 2:
-          end = self._header_key(header.label[1], offset)
-          if end < first:
-            raise ValueError(
-                f'{self.rec_path}: header record (key 0) at byte offset '
-                f'{offset}: its label (a, b) = ({first}, {end}) has b < a')
-          self.num_classes = end - first
+        self._use_header(header, offset, index)
+    if self.header is None:
+      self._check_no_identity_records(index, offset is not None)
+
+  def _use_header(self, header, offset, index):
+    """Takes the images and the class count from the header record."""
+    self.header = header
+    first = self._header_key(header.label[0], offset)
+    self._offsets = index.image_offsets(1, first)
+    end = None
+    if header.flag >= 2:
+      end = self._header_key(header.label[1], offset)
+      if end < first:
+        raise files.DataFileError(
+            f'{self.rec_path}: header record (key 0) at byte offset '
+            f'{offset}: its label (a, b) = ({first}, {end}) has b < a')
+      self.num_classes = end - first
+    self._check_header_range(first, end, index)
+
+  def _check_header_range(self, first, end, index):
+    """The records on each side of the header's ``a`` are what it says."""
+    if first > 1:
+      last_image = int(self._offsets[-1])
+      identity = _identity_range(*self._record(last_image, 'image record'))
+      if identity is not None:
+        raise files.DataFileError(
+            f'{self.rec_path}: the header record (key 0) puts the images at '
+            f'keys 1 .. {first - 1}, but key {first - 1} (byte offset '
+            f'{last_image}) is an identity record (label {identity}, no '
+            'image): the header is damaged')
+    first_identity = index.offset_of(first)
+    if end is not None and end > first and first_identity is not None:
+      _, image = self._record(first_identity, f'identity record (key {first})')
+      if image:
+        raise files.DataFileError(
+            f'{self.rec_path}: the header record (key 0) puts the identity '
+            f'records at keys {first} .. {end - 1}, but key {first} (byte '
+            f'offset {first_identity}) holds an image of {len(image)} bytes: '
+            'the header is damaged')
+
+  def _check_no_identity_records(self, index, has_key_zero):
+    """Without a header no record may be an identity record.
+
+    insightface's identity records follow the images, so when the index lost
+    its header line (key 0), or the header record lost its flag, the record
+    of the largest key is one of them.
+    """
+    key = int(index.sorted_keys[-1])
+    offset = index.offset_of(key)
+    try:
+      identity = _identity_range(*unpack(self._read(offset)))
+    except ValueError:  # not an identity record; reading it will say why
+      return
+    if identity is not None:
+      why = ("key 0's record is not a dataset header (flag 0)" if has_key_zero
+             else 'there is no line for key 0')
+      raise files.DataFileError(
+          f'{self.idx_path}: {why}, so every record would be an image, yet '
+          f'the last key, {key} (byte offset {offset} of {self.rec_path}), '
+          f'is an insightface identity record (label {identity}, no image): '
+          'the index lost its header line or the header record is damaged')
+
+  def _record(self, offset, what):
+    """The ``IRHeader`` and image of the record at ``offset``."""
+    return self._unpack(self._read(offset), what, offset)
 
   def _unpack(self, payload, what, offset):
     try:
       return unpack(payload)
     except ValueError as e:
-      raise ValueError(
+      raise files.DataFileError(
           f'{self.rec_path}: {what} at byte offset {offset}: {e}') from None
 
   def _header_key(self, value, offset):
     if not math.isfinite(value) or value < 1 or value != int(value):
-      raise ValueError(
+      raise files.DataFileError(
           f'{self.rec_path}: header record (key 0) at byte offset {offset}: '
           f'label {value} is not a record key >= 1')
     return int(value)
@@ -441,7 +627,8 @@ class RecordReader:
     with self._lock:
       if self._file is None:
         self._file = _open_existing(self.rec_path, 'RecordIO file')
-      return _read_record(self._file, self.rec_path, offset)[0]
+      return _read_record(self._file, self.rec_path, offset,
+                          idx_path=self.idx_path)[0]
 
   def __len__(self):
     return len(self._offsets)
@@ -455,12 +642,12 @@ class RecordReader:
       raise IndexError(f'{self.rec_path}: image index {index} out of range '
                        f'for {len(self)} images')
     offset = int(self._offsets[position])
-    header, image = self._unpack(self._read(offset), 'image record', offset)
+    header, image = self._record(offset, 'image record')
     try:
       return _class_label(header), image
     except ValueError as e:
-      raise ValueError(f'{self.rec_path}: image record at byte offset '
-                       f'{offset}: {e}') from None
+      raise files.DataFileError(f'{self.rec_path}: image record at byte '
+                                f'offset {offset}: {e}') from None
 
   def __iter__(self):
     for index in range(len(self)):
@@ -474,8 +661,9 @@ class RecordReader:
     millions of records.
 
     Raises:
-      ValueError: a record with a bad magic number, a short header or a
-        label that is not a non-negative integer, naming the byte offset.
+      files.DataFileError: a record with a bad magic number, a short header
+        or a label that is not a non-negative integer, naming the byte
+        offset.
     """
     labels = np.empty(len(self), np.int32)
     with _open_existing(self.rec_path, 'RecordIO file') as f:
@@ -485,10 +673,7 @@ class RecordReader:
         head = f.read(8 + IR_SIZE + 4)
         magic = struct.unpack_from('<I', head)[0] if len(head) >= 4 else None
         if magic != MAGIC:
-          raise ValueError(
-              f'{self.rec_path}: bad magic number at byte offset {offset} '
-              f'(expected {MAGIC:#010x}): not a RecordIO file, a corrupt '
-              'one, or a wrong offset in the .idx')
+          raise _bad_magic(self.rec_path, magic, offset, self.idx_path)
         length = struct.unpack_from('<I', head, 4)[0] & LENGTH_MASK
         payload = head[8:8 + min(length, IR_SIZE + 4)]
         try:
@@ -498,8 +683,8 @@ class RecordReader:
                 label=struct.unpack_from('<f', payload, IR_SIZE))
           labels[position] = _class_label(header)
         except (struct.error, ValueError) as e:
-          raise ValueError(f'{self.rec_path}: image record at byte offset '
-                           f'{offset}: {e}') from None
+          raise files.DataFileError(f'{self.rec_path}: image record at byte '
+                                    f'offset {offset}: {e}') from None
     return labels
 
   def close(self):
@@ -533,7 +718,7 @@ class RecordReader:
 # ------------------------------------------------- verification .bin files.
 
 
-class RefusedPickleError(pickle.UnpicklingError, ValueError):
+class RefusedPickleError(pickle.UnpicklingError, files.DataFileError):
   """A pickle asked for something :func:`load_bin` does not allow."""
 
 
@@ -592,8 +777,10 @@ def _bool_array(data, dtype, shape, order):
   """A bool array from raw bytes, checking every part."""
   if not isinstance(dtype, _BoolDtype):
     raise RefusedPickleError('numpy array without a bool dtype')
+  # Each side is bounded, so that an empty array of side 2**64 is refused
+  # here rather than overflowing in numpy.
   if not (isinstance(shape, tuple) and
-          all(isinstance(n, int) and n >= 0 for n in shape)):
+          all(isinstance(n, int) and 0 <= n < 2**31 for n in shape)):
     raise RefusedPickleError(f'bad numpy array shape {shape!r}')
   if not isinstance(data, (bytes, bytearray)):
     raise RefusedPickleError(f'numpy array data of type {type(data).__name__}'
@@ -688,24 +875,136 @@ def _issame_array(path, issame):
     issame = issame.array
   if isinstance(issame, np.ndarray):
     if issame.dtype != bool or issame.ndim != 1:
-      raise ValueError(f'{path}: issame is a {issame.dtype} array of shape '
-                       f'{issame.shape}, expected a 1-D bool array')
+      raise files.DataFileError(
+          f'{path}: issame is a {issame.dtype} array of shape '
+          f'{issame.shape}, expected a 1-D bool array')
     return issame.copy()
   if not isinstance(issame, (list, tuple)):
-    raise ValueError(f'{path}: issame has type {type(issame).__name__}, '
-                     'expected a list of bools or a bool array')
+    raise files.DataFileError(
+        f'{path}: issame has type {type(issame).__name__}, expected a list '
+        'of bools or a bool array')
   for position, value in enumerate(issame):
     if not isinstance(value, (bool, np.bool_)):
-      raise ValueError(f'{path}: issame[{position}] has type '
-                       f'{type(value).__name__}, expected bool')
+      raise files.DataFileError(f'{path}: issame[{position}] has type '
+                                f'{type(value).__name__}, expected bool')
   return np.array(issame, dtype=bool).reshape(-1)
+
+
+# The opcodes that store into the unpickler's memo, whose table grows to the
+# index given.
+_MEMO_PUTS = frozenset(('PUT', 'BINPUT', 'LONG_BINPUT'))
+# Bytes of the length field before a counted argument, and its signedness.
+_LENGTH_FIELDS = {
+    pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
+    pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+    pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
+    pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),
+}
+
+
+def _opcode_argument(stream, argument, left):
+  """The raw bytes of one opcode's argument, or a problem (a ``str``).
+
+  A counted argument (bytes, strings, long integers) is skipped, not read,
+  once its length is known to fit in the ``left`` bytes after its field.
+  """
+  if argument.n == pickletools.UP_TO_NEWLINE:
+    lines = 2 if argument.name == 'stringnl_noescape_pair' else 1
+    raw = b''.join(stream.readline() for _ in range(lines))
+    return raw if raw.count(b'\n') == lines else 'a text argument ends early'
+  if argument.n >= 0:
+    raw = stream.read(argument.n)
+    return raw if len(raw) == argument.n else 'a fixed argument ends early'
+  width, signed = _LENGTH_FIELDS[argument.n]
+  field = stream.read(width)
+  if len(field) < width:
+    return 'a length field ends early'
+  length = int.from_bytes(field, 'little', signed=signed)
+  if not 0 <= length <= left - width:
+    return (f'a length field says {length} bytes follow, '
+            f'{left - width} do')
+  stream.seek(length, io.SEEK_CUR)
+  return field
+
+
+def _pickle_problem(data):
+  """Why ``data`` is no pickle to give the unpickler, or ``None``.
+
+  Walks the opcodes up to STOP, reading their arguments' length fields from
+  the bytes (:mod:`pickletools`' table of opcodes) and skipping the rest: a
+  length larger than what is left, an unknown opcode or a missing STOP is a
+  problem, and so is a memo index far larger than the number of opcodes so
+  far (a pickler counts them up from 0; a BINPUT's byte is always allowed)
+  or a frame longer than the rest of the file, since the unpickler
+  allocates those sizes before reading. One pass
+  in python over the opcodes: about a microsecond each (an lfw.bin has some
+  30,000).
+  """
+  stream = io.BytesIO(data)
+  count = 0
+  while True:
+    position = stream.tell()
+    code = stream.read(1)
+    if not code:
+      return 'the pickle ends before its STOP opcode'
+    opcode = pickletools.code2op.get(code.decode('latin-1'))
+    if opcode is None:
+      return f'unknown opcode {code!r} at byte {position}'
+    count += 1
+    raw = b''
+    if opcode.arg is not None:
+      raw = _opcode_argument(stream, opcode.arg, len(data) - position - 1)
+      if isinstance(raw, str):
+        return f'{opcode.name} at byte {position}: {raw}'
+    if opcode.name in _MEMO_PUTS:
+      index = (int(raw) if raw.strip().isdigit() else -1) if (
+          opcode.name == 'PUT') else int.from_bytes(raw, 'little')
+      if not 0 <= index <= count + 255:
+        return (f'{opcode.name} at byte {position}: memo index {index}, '
+                f'more than its {count} opcodes so far allow')
+    if opcode.name == 'FRAME':
+      left = len(data) - stream.tell()
+      if int.from_bytes(raw, 'little') > left:
+        return (f'FRAME at byte {position}: a frame of '
+                f'{int.from_bytes(raw, "little")} bytes, {left} follow')
+    if opcode.name == 'STOP':
+      return None
+
+
+def _read_bin(path):
+  """The bytes of a ``.bin`` file; a folder is a DataFileError."""
+  if os.path.isdir(path):
+    raise files.DataFileError(f'{path}: is a folder, expected a verification '
+                              '.bin file')
+  with _open_existing(path, 'verification .bin file') as f:
+    return f.read()
+
+
+def _unpickle_bin(path):
+  """The restricted unpickler's result for the ``.bin`` at ``path``."""
+  data = _read_bin(path)
+  problem = _pickle_problem(data)
+  if problem is not None:
+    raise files.DataFileError(
+        f'{path}: not a valid verification .bin pickle: {problem}')
+  try:
+    return _RestrictedUnpickler(io.BytesIO(data), encoding='bytes').load()
+  except RefusedPickleError as e:
+    raise RefusedPickleError(f'{path}: {e}') from None
+  except (pickle.UnpicklingError, EOFError, ValueError, TypeError,
+          AttributeError, IndexError, KeyError, OverflowError) as e:
+    raise files.DataFileError(
+        f'{path}: not a valid verification .bin pickle: '
+        f'{type(e).__name__}: {e}') from None
 
 
 def load_bin(path):
   """Loads an insightface verification set (``lfw.bin`` and the like).
 
   Reads pickles written by Python 2 (``str`` images, read as bytes) or 3, of
-  any protocol, with a restricted unpickler: see the module docstring.
+  any protocol, with a restricted unpickler: see the module docstring. The
+  file is read whole, and nothing allocated while unpickling is larger than
+  it.
 
   Args:
     path: the ``.bin`` file.
@@ -718,32 +1017,27 @@ def load_bin(path):
     FileNotFoundError: no such file.
     RefusedPickleError: the pickle names a global other than those bytes and
       bool arrays need, or a non-bool numpy dtype; nothing is executed.
-    ValueError: not a pickle of ``(bins, issame)`` with bytes images, bool
-      labels and ``len(bins) == 2 * len(issame)``.
+    files.DataFileError: a folder, or not a pickle of ``(bins, issame)``
+      with bytes images, bool labels and ``len(bins) == 2 * len(issame)``.
+      Both are ``ValueError``s, and :class:`RefusedPickleError` is a
+      ``DataFileError``.
   """
   path = os.fspath(path)
-  with _open_existing(path, 'verification .bin file') as f:
-    try:
-      loaded = _RestrictedUnpickler(f, encoding='bytes').load()
-    except RefusedPickleError as e:
-      raise RefusedPickleError(f'{path}: {e}') from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError,
-            AttributeError, IndexError, KeyError) as e:
-      raise ValueError(f'{path}: not a valid verification .bin pickle: '
-                       f'{type(e).__name__}: {e}') from None
+  loaded = _unpickle_bin(path)
   if not (isinstance(loaded, (tuple, list)) and len(loaded) == 2):
-    raise ValueError(f'{path}: expected a pickled (bins, issame) pair, got '
-                     f'{type(loaded).__name__}')
+    raise files.DataFileError(f'{path}: expected a pickled (bins, issame) '
+                              f'pair, got {type(loaded).__name__}')
   bins, issame = loaded
   if not isinstance(bins, (list, tuple)):
-    raise ValueError(f'{path}: bins has type {type(bins).__name__}, expected '
-                     'a list of bytes')
+    raise files.DataFileError(f'{path}: bins has type {type(bins).__name__}, '
+                              'expected a list of bytes')
   for position, image in enumerate(bins):
     if not isinstance(image, bytes):
-      raise ValueError(f'{path}: bins[{position}] has type '
-                       f'{type(image).__name__}, expected bytes')
+      raise files.DataFileError(f'{path}: bins[{position}] has type '
+                                f'{type(image).__name__}, expected bytes')
   issame = _issame_array(path, issame)
   if len(bins) != 2 * len(issame):
-    raise ValueError(f'{path}: {len(bins)} images for {len(issame)} pairs, '
-                     f'expected {2 * len(issame)}')
+    raise files.DataFileError(
+        f'{path}: {len(bins)} images for {len(issame)} pairs, expected '
+        f'{2 * len(issame)}')
   return list(bins), issame

@@ -18,9 +18,11 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
+from facejax.data import files
 from facejax.data import insightface
 from tests.data.recordio_writer import MAGIC_WORD, chunk, frame, ir
 from tests.data.recordio_writer import insightface_dataset, write_rec
+from tests.mutations import check_outcome, mutants
 
 
 def images(count, seed=0):
@@ -175,16 +177,18 @@ def test_bad_magic_in_header_record(tmp_path):
 
 
 @pytest.mark.parametrize('cut', [5, 13, 35])
-def test_truncated_file(tmp_path, cut):
+def test_truncated_file_is_refused_when_opened(tmp_path, cut):
   payloads = [ir(0, b'first'), ir(1, b'second image')]
-  rec, _, offsets = write_rec(tmp_path, payloads)
+  rec, idx, offsets = write_rec(tmp_path, payloads)
   rec.write_bytes(rec.read_bytes()[:offsets[1] + cut])
-  reader = insightface.RecordReader(rec)
-  assert reader[0] == (0, b'first')
   pattern = f'{rec}: truncated record at byte offset {offsets[1]}'
-  with pytest.raises(ValueError, match=pattern):
-    reader[1]
-  with pytest.raises(ValueError, match=pattern):
+  if cut < 8:  # not even the chunk header is left
+    pattern = (f'{idx}: key 1 has offset {offsets[1]}, past the last chunk '
+               f'header that fits in {rec}')
+  with pytest.raises(files.DataFileError, match=pattern):
+    insightface.RecordReader(rec)
+  with pytest.raises(ValueError, match=f'{rec}: truncated record at byte '
+                     f'offset {offsets[1]}'):
     list(insightface.iter_records(rec))
 
 
@@ -197,9 +201,9 @@ def test_truncated_continuation_and_offset_past_end(tmp_path):
     insightface.RecordReader(rec)[0]
   rec.write_bytes(data)
   idx.write_text(f'0\t{len(data)}\n')
-  with pytest.raises(ValueError, match=f'no record at byte offset '
-                     f'{len(data)}'):
-    insightface.RecordReader(rec)[0]
+  with pytest.raises(files.DataFileError, match=f'{idx}: key 0 has offset '
+                     f'{len(data)}, past the last chunk header'):
+    insightface.RecordReader(rec)
 
 
 @pytest.mark.parametrize('chunks, flag', [
@@ -568,3 +572,259 @@ def test_labels_names_a_bad_label(tmp_path):
   rec, _, offsets = write_rec(tmp_path, [ir(0, b'a'), ir(-2.0, b'b')])
   with pytest.raises(ValueError, match=f'offset {offsets[1]}.*-2'):
     insightface.RecordReader(rec).labels()
+
+
+# ---------------------------------- what the RecordIO format promises.
+
+# 32 images of 8 identities: keys 1 .. 32, identity records 33 .. 40.
+EIGHT_BY_FOUR = [c for c in range(8) for _ in range(4)]
+
+
+def distinct_images(count):
+  """Non-empty fake images, each unlike the others."""
+  return [b'\xff\xd8image%03d' % i + bytes(i % 4) for i in range(count)]
+
+
+def dataset_lines(tmp_path, labels=EIGHT_BY_FOUR):
+  rec, idx, offsets = insightface_dataset(tmp_path, labels,
+                                          distinct_images(len(labels)))
+  return rec, idx, offsets, idx.read_text().splitlines()
+
+
+def test_index_that_lost_its_header_line_is_refused(tmp_path):
+  rec, idx, _, lines = dataset_lines(tmp_path)
+  assert len(insightface.RecordReader(rec)) == 32
+  idx.write_text('\n'.join(lines[1:]) + '\n')  # 40 "images", 30 "classes"
+  with pytest.raises(files.DataFileError,
+                     match=f'{idx}: there is no line for key 0, .* the last '
+                     r'key, 40 .* is an insightface identity record \(label '
+                     r'\(29, 33\), no image\): the index lost its header'):
+    insightface.RecordReader(rec)
+
+
+def test_header_record_that_lost_its_flag_is_refused(tmp_path):
+  rec, idx, _, _ = dataset_lines(tmp_path)
+  data = bytearray(rec.read_bytes())
+  data[8:12] = struct.pack('<I', 0)  # the header's IRHeader.flag
+  rec.write_bytes(bytes(data))
+  with pytest.raises(files.DataFileError,
+                     match=f"{idx}: key 0's record is not a dataset header "
+                     r'\(flag 0\), .* key, 40 .*identity record'):
+    insightface.RecordReader(rec)
+
+
+def test_plain_records_with_vector_labels_are_not_identity_records(tmp_path):
+  # Two labels that look like a key range, but with an image: an image.
+  payloads = [ir((3, 4), b'a'), ir((1, 2), b'b'), ir((1, 2), b'c')]
+  rec, _, _ = write_rec(tmp_path, payloads, keys=[5, 6, 7])
+  assert list(insightface.RecordReader(rec)) == [(3, b'a'), (1, b'b'),
+                                                  (1, b'c')]
+
+
+def test_duplicate_offsets_are_refused(tmp_path):
+  rec, idx, offsets, lines = dataset_lines(tmp_path)
+  lines[4] = f'4\t{offsets[3]}'  # key 4 at key 3's record; key 4's unread
+  idx.write_text('\n'.join(lines) + '\n')
+  with pytest.raises(files.DataFileError,
+                     match=f'{idx}: keys 3 and 4 both have offset '
+                     f'{offsets[3]}: one record would be read twice'):
+    insightface.RecordReader(rec)
+
+
+def test_empty_index_is_refused(tmp_path):
+  rec, idx, _, _ = dataset_lines(tmp_path)
+  for text in ('', '\n\n  \n'):
+    idx.write_text(text)
+    with pytest.raises(files.DataFileError,
+                       match=f'{idx}: empty index: .* no record of {rec}'):
+      insightface.RecordReader(rec)
+
+
+@pytest.mark.parametrize('offset, problem', [
+    (2**62, 'past the last chunk header that fits in'),
+    (2**63 - 1, 'past the last chunk header that fits in'),
+    (6, 'not a multiple of 4'),
+])
+def test_offsets_outside_the_rec_or_between_records_are_refused(
+    tmp_path, offset, problem):
+  rec, idx, _, lines = dataset_lines(tmp_path)
+  lines[3] = f'3\t{offset}'
+  idx.write_text('\n'.join(lines) + '\n')
+  with pytest.raises(files.DataFileError,
+                     match=f'{idx}: key 3 has offset {offset}, {problem}'):
+    insightface.RecordReader(rec)
+
+
+@pytest.mark.parametrize('bad, message', [
+    (b'3\t\xc3(', r'line 4 is not UTF-8 text'),
+    ('3\té'.encode(), r"line 4 is '3\\té', expected"),
+    (b'3\t\xff12', r'line 4 is not UTF-8 text'),
+    ('3\t١٢'.encode(), r"line 4 is '3\\t١٢', expected"),
+    (b'-3\t12', 'line 4: key -3 is negative'),
+    (b'3\t1_2', r"line 4 is '3\\t1_2', expected"),
+])
+def test_idx_lines_that_are_not_two_ascii_numbers(tmp_path, bad, message):
+  rec, idx, _, lines = dataset_lines(tmp_path)
+  data = [line.encode() for line in lines]
+  data[3] = bad
+  idx.write_bytes(b'\n'.join(data) + b'\n')
+  with pytest.raises(files.DataFileError, match=f'{idx}: {message}'):
+    insightface.RecordReader(rec)
+
+
+def test_header_range_is_checked_against_the_records(tmp_path):
+  rec, _, _, _ = dataset_lines(tmp_path)
+  data = rec.read_bytes()
+
+  def with_header(first):
+    # The header record is 8 + 24 + 8 bytes at offset 0; a = its label[0].
+    rec.write_bytes(data[:32] + struct.pack('<f', first) + data[36:])
+
+  with_header(35.0)  # images 1 .. 34 would take in two identity records
+  with pytest.raises(files.DataFileError,
+                     match=f'{rec}: the header record .* keys 1 .. 34, but '
+                     r'key 34 .* is an identity record \(label \(5, 9\)'):
+    insightface.RecordReader(rec)
+  with_header(30.0)  # images 1 .. 29 would leave out three images
+  with pytest.raises(files.DataFileError,
+                     match=f'{rec}: the header record .* identity records at'
+                     ' keys 30 .. 40, but key 30 .* holds an image of'):
+    insightface.RecordReader(rec)
+  with_header(33.0)
+  assert len(insightface.RecordReader(rec)) == 32
+
+
+def test_wrong_offset_read_names_the_index(tmp_path):
+  rec, idx, offsets, lines = dataset_lines(tmp_path)
+  lines[3] = f'3\t{offsets[3] + 12}'  # inside record 3: no magic number
+  idx.write_text('\n'.join(lines) + '\n')
+  reader = insightface.RecordReader(rec)
+  with pytest.raises(files.DataFileError,
+                     match=f'{rec}: bad magic .* offset {offsets[3] + 12} .*'
+                     f'a wrong offset in {idx}'):
+    reader[2]
+  with pytest.raises(files.DataFileError, match=f'wrong offset in {idx}'):
+    reader.labels()
+
+
+# ------------------------------------------ .bin length fields and memo.
+
+
+@pytest.mark.parametrize('data', [
+    b'\x80\x04\x8e' + struct.pack('<Q', 2**36) + b'abc.',  # BINBYTES8
+    b'\x80\x05\x96' + struct.pack('<Q', 2**36) + b'abc.',  # BYTEARRAY8
+    b'\x80\x04\x8d' + struct.pack('<Q', 2**36) + b'abc.',  # BINUNICODE8
+    b'\x80\x04\x8e' + struct.pack('<Q', 2**63 + 5) + b'abc.',
+    b'\x80\x04\x8d' + struct.pack('<Q', 2**64 - 1) + b'abc.',
+    b'\x80\x02B' + struct.pack('<I', 2**32 - 1) + b'abc.',  # BINBYTES
+    b'\x80\x02T' + struct.pack('<i', -5) + b'abc.',  # BINSTRING
+    b'\x80\x02\x8b' + struct.pack('<i', 2**31 - 1) + b'\x01.',  # LONG4
+    b'\x80\x04\x95' + struct.pack('<Q', 2**40) + b'N.',  # FRAME
+    b'\x80\x02Nr' + struct.pack('<I', 2**31) + b'.',  # LONG_BINPUT
+    b'(lp9999999999\n.',  # PUT
+    b'\x80\x02N',  # no STOP
+    b'\x80\x02\xff.',  # no such opcode
+])
+def test_load_bin_length_fields_larger_than_the_file(tmp_path, data):
+  path = write(tmp_path, data)
+  with pytest.raises(files.DataFileError,
+                     match=f'{path}: not a valid verification .bin pickle'):
+    insightface.load_bin(path)
+
+
+def test_load_bin_empty_array_of_huge_side(tmp_path):
+  huge = PY2_NUMPY_ARRAY.replace(b'K\x01K\x02\x85', b'K\x01\x8a\x09' +
+                                 (2**64).to_bytes(9, 'little') + b'K\x00\x86')
+  path = write(tmp_path, huge.replace(b'U\x02\x01\x00', b'U\x00') + b'.')
+  with pytest.raises(insightface.RefusedPickleError,
+                     match=f'{path}: bad numpy array shape'):
+    insightface.load_bin(path)
+
+
+def test_load_bin_folder(tmp_path):
+  with pytest.raises(files.DataFileError, match=f'{tmp_path}: is a folder'):
+    insightface.load_bin(tmp_path)
+
+
+# ------------------------------------------------------------------ fuzz.
+# Seeded mutants of small valid files: each parse either succeeds with what
+# the file says, or raises the documented error naming the file.
+
+
+def test_fuzz_idx(tmp_path):
+  labels = [0, 0, 1, 2, 2, 3, 4, 4, 4]
+  image_bytes = distinct_images(len(labels))
+  rec, idx, _ = insightface_dataset(tmp_path, labels, image_bytes)
+  expected = (len(labels), 5, list(zip(labels, image_bytes)))
+  mutated = tmp_path / 'mutated.idx'
+
+  def parse():
+    reader = insightface.RecordReader(rec, mutated)
+    return len(reader), reader.num_classes, list(reader)
+
+  def check(result):
+    # The header is in the .rec, untouched: the same images, once each.
+    assert result == expected
+
+  outcomes = []
+  for mutant in mutants(idx.read_bytes(), 300, seed=1):
+    mutated.write_bytes(mutant)
+    outcomes.append(check_outcome(parse, mutated, files.DataFileError, check))
+  assert 20 < outcomes.count('ok') < 280, outcomes.count('ok')
+
+
+def test_fuzz_rec_header_records(tmp_path):
+  labels = [0, 0, 1, 2, 2, 3, 4, 4, 4]
+  image_bytes = distinct_images(len(labels))
+  rec, idx, offsets = insightface_dataset(tmp_path, labels, image_bytes)
+  data = rec.read_bytes()
+  # Mutants of the header record and the identity records; the images
+  # between them are kept as written.
+  images_start, images_end = offsets[1], offsets[len(labels) + 1]
+  images = data[images_start:images_end]
+  mutated = tmp_path / 'mutated.rec'
+
+  def parse():
+    reader = insightface.RecordReader(mutated, idx)
+    return reader, reader.labels(), list(reader)
+
+  def check(result):
+    reader, read_labels, items = result
+    header = reader.header
+    assert header is not None and header.flag >= 2
+    first, end = int(header.label[0]), int(header.label[1])
+    assert len(items) == first - 1 and reader.num_classes == end - first
+    assert read_labels.tolist() == [label for label, _ in items]
+    assert items == list(zip(labels, image_bytes))
+
+  outcomes = []
+  for mutant in mutants(data[:images_start] + data[images_end:], 250,
+                        seed=2):
+    mutated.write_bytes(mutant[:images_start] + images +
+                        mutant[images_start:])
+    outcomes.append(check_outcome(parse, mutated, files.DataFileError, check))
+  assert 20 < outcomes.count('ok') < 230, outcomes.count('ok')
+
+
+def test_fuzz_load_bin(tmp_path):
+  rng = np.random.default_rng(0)
+  # Images with newlines and quotes, which protocol 0 escapes.
+  bins = [rng.bytes(6) + b"\n'" + bytes([i]) for i in range(6)]
+  issame = [True, False, True]
+  mutated = tmp_path / 'mutated.bin'
+
+  def check(result):
+    loaded_bins, loaded_issame = result
+    assert all(type(image) is bytes for image in loaded_bins)
+    assert loaded_issame.dtype == bool and loaded_issame.ndim == 1
+    assert len(loaded_bins) == 2 * len(loaded_issame)
+
+  outcomes = []
+  for protocol in (0, 2, 4):
+    written = (bins, issame if protocol == 0 else np.array(issame))
+    data = pickle.dumps(written, protocol=protocol)
+    for mutant in mutants(data, 100, seed=protocol):
+      mutated.write_bytes(mutant)
+      outcomes.append(check_outcome(lambda: insightface.load_bin(mutated),
+                                    mutated, files.DataFileError, check))
+  assert 5 < outcomes.count('ok') < 250, outcomes.count('ok')
