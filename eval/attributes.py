@@ -55,7 +55,7 @@ def restore_head(embedder, num_attributes):
                                    num_attributes=num_attributes)
   abstract = jax.eval_shape(objective.init_head, jax.random.key(0))
   checkpoints = checkpoint.Checkpointer(os.path.join(
-      embedder.workdir, 'checkpoints'))
+      embedder.workdir, 'checkpoints'), read_only=True)
   try:
     return jax.device_get(checkpoints.restore_subtree(
         abstract, ('params', 'head'), embedder.step))

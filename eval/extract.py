@@ -56,7 +56,8 @@ def add_checkpoint_flags(parser, required=True):
   parser.add_argument('--checkpoint', required=required,
                       help='the --workdir of a `python -m train` run')
   parser.add_argument('--step', type=int, default=None,
-                      help='checkpoint step (default: the latest)')
+                      help='checkpoint step (default: the newest; a damaged '
+                      'newest step is refused, naming the newest intact one)')
   parser.add_argument('--batch-size', type=int, default=None,
                       help='images per batch over all devices')
   parser.add_argument('--no-flip', dest='flip', action='store_false',

@@ -23,6 +23,7 @@ import numpy as np
 from facejax import sharding
 from facejax.data import pipeline
 from facejax.data import sources
+from facejax.training import checkpoint
 from facejax.training import loop
 from facejax.training import observe
 from facejax.training import step as step_lib
@@ -57,16 +58,23 @@ class Embedder:
 
   @classmethod
   def from_workdir(cls, workdir, step=None, mesh=None, batch_size=None):
-    """The backbone of the run in ``workdir`` (latest or given step)."""
+    """The backbone of the run in ``workdir`` (newest or given step).
+
+    Raises:
+      FileNotFoundError: no config, no checkpoint (or no checkpoint
+        ``step``).
+      checkpoint.DamagedCheckpointError: the step (by default the newest)
+        is incomplete or damaged; the message names it, why, and the newest
+        step that looks intact, to pass as ``step``.
+    """
     config = loop.load_config(workdir)
     mesh = mesh or sharding.make_mesh()
     checkpoints = os.path.join(workdir, 'checkpoints')
     if step is None:
-      steps = [int(n) for n in os.listdir(checkpoints) if n.isdigit()] if (
-          os.path.isdir(checkpoints)) else []
+      steps = checkpoint.step_numbers(checkpoints)
       if not steps:
         raise FileNotFoundError(f'{checkpoints}: no checkpoint in it')
-      step = max(steps)
+      step = steps[-1]
     model, variables = loop.restore_backbone(config, workdir, step, mesh)
     return cls(config, model, variables, mesh, batch_size, step, workdir)
 

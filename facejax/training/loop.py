@@ -6,9 +6,12 @@ Read top to bottom, as big_vision's train.py:
    allowed): the config alone before any data is read, then against the
    opened data, both before anything compiles;
 2. the mesh, the data source, the model and the objective;
-3. the abstract state, its shardings, and the state: restored from the
-   workdir's latest checkpoint when there is one (onto this mesh, whatever
-   mesh wrote it), else freshly initialised in place;
+3. the workdir's lock (one trainer per workdir), the abstract state, its
+   shardings, and the state: restored from the workdir's newest intact
+   checkpoint when there is one (onto this mesh, whatever mesh wrote it;
+   damaged steps are moved aside, see :mod:`facejax.training.checkpoint`),
+   else freshly initialised in place; what an interrupted run logged after
+   the restored step is dropped, as the steps are redone;
 4. the input pipeline from the restored step (same seed, same order: a
    resumed run sees exactly the batches an uninterrupted one would);
 5. steps, with a progress line and metrics every ``log_every`` steps, a
@@ -26,10 +29,12 @@ A non-finite loss stops the run with :class:`NonFiniteLossError` before
 anything is saved: losses are checked before every checkpoint.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import sys
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -56,6 +61,7 @@ from facejax.training import observe
 from facejax.training import optim
 from facejax.training import state as state_lib
 from facejax.training import step as step_lib
+from facejax.training import workdir_lock
 
 
 class NonFiniteLossError(RuntimeError):
@@ -64,6 +70,12 @@ class NonFiniteLossError(RuntimeError):
 
 class ConfigError(ValueError):
   """A config value that cannot work, named by its key."""
+
+
+class WorkdirInUseError(ConfigError):
+  """Another live trainer holds ``--workdir`` (the message names its pid,
+  host and start time); ``python -m train`` prints it without a traceback,
+  as every :class:`ConfigError`."""
 
 
 @dataclasses.dataclass
@@ -668,7 +680,14 @@ def restore_backbone(config, workdir, step=None, mesh=None):
 
   Restores only the backbone's parameters and batch statistics (not the
   class weights or the optimizer state), replicated over ``mesh`` (default:
-  every device), from the latest or the given step.
+  every device), from the latest or the given step, verified against the
+  step's checksums; changes nothing in ``workdir`` (another trainer may be
+  writing it).
+
+  Raises:
+    FileNotFoundError: no checkpoint (or no checkpoint ``step``).
+    checkpoint.DamagedCheckpointError: the step is incomplete or damaged
+      (the message names it, why, and the newest step that looks intact).
   """
   mesh = mesh or sharding.make_mesh()
   model = build_model(config)
@@ -679,7 +698,8 @@ def restore_backbone(config, workdir, step=None, mesh=None):
   abstract = jax.tree.map(
       lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
                                         sharding=replicated), abstract)
-  checkpoints = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  checkpoints = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                        read_only=True)
   try:
     params = checkpoints.restore_subtree(abstract['params'],
                                          ('params', 'backbone'), step)
@@ -688,6 +708,58 @@ def restore_backbone(config, workdir, step=None, mesh=None):
   finally:
     checkpoints.close()
   return model, dict(params=params, batch_stats=batch_stats)
+
+
+def _note(message):
+  """Prints what the run did to its workdir (process 0 only)."""
+  if jax.process_index() == 0:
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def hold_workdir(workdir, enabled=True):
+  """Holds ``workdir``'s lock (:mod:`facejax.training.workdir_lock`) inside
+  the ``with`` block; process 0 of a run takes it, the others pass
+  ``enabled=False``.
+
+  Raises:
+    WorkdirInUseError: another live trainer holds it.
+  """
+  if not enabled:
+    yield None
+    return
+  lock = workdir_lock.WorkdirLock(workdir)
+  try:
+    lock.acquire()
+  except workdir_lock.LockHeldError as e:
+    raise WorkdirInUseError(
+        f'--workdir {workdir} is in use by another trainer: {e.holder} '
+        f'holds {e.path}; wait for it to end or stop it (the lock of a '
+        'trainer that was killed is taken over by the next one)') from None
+  if lock.previous:
+    _note(f'workdir: took over {lock.path} from '
+          f'{workdir_lock.describe(lock.previous)}, which is no longer '
+          'running (killed or crashed)')
+  try:
+    yield lock
+  finally:
+    lock.release()
+
+
+def open_checkpoints(config, workdir):
+  """The run's :class:`checkpoint.Checkpointer` (damaged steps moved aside).
+
+  An asynchronous save may run in the background during at most half a
+  checkpoint interval of steps (at least 1): a crash at any moment loses at
+  most ``checkpoint_every + max(1, checkpoint_every // 2)`` steps.
+  """
+  return checkpoint.Checkpointer(
+      os.path.join(workdir, 'checkpoints'),
+      keep_last=config.get('keep_last', 2),
+      keep_best=1 if config.eval.get('every') else 0,
+      best_metric='verification_accuracy',
+      max_lag_steps=max(1, config.checkpoint_every // 2),
+      report=lambda message: _note(f'checkpoints: {message}'))
 
 
 def local_copy(tree):
@@ -796,6 +868,11 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
     log: print progress (process 0 only in any case).
     stop_at: stop after this step, with a checkpoint, as if interrupted
       (the schedule still runs to ``config.total_steps``).
+
+  Raises:
+    ConfigError: a config value that cannot work, named by its key.
+    WorkdirInUseError: another trainer holds ``workdir`` (a ConfigError).
+    NonFiniteLossError: the loss became NaN or infinite.
   """
   devices = jax.devices()
   check_config(config, len(devices))  # before any data is read
@@ -815,21 +892,20 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
                                        source, 'attribute_names', ())))
   optimizer, learning_rate = optim.build(config.optimizer, config.total_steps)
   first = jax.process_index() == 0  # the only process that writes
-  if first:  # what evaluation jobs rebuild the model from
-    save_config(config, workdir)
-
-  with jax.set_mesh(mesh):
+  with hold_workdir(workdir, enabled=first), jax.set_mesh(mesh):
+    if first:  # what evaluation jobs rebuild the model from
+      save_config(config, workdir)
     shard_backbone = config.get('mesh', {}).get('shard_backbone', False)
     abstract = state_lib.abstract_state(key, model, objective, optimizer,
                                         image_shape, mesh, shard_backbone)
-    checkpoints = checkpoint.Checkpointer(
-        os.path.join(workdir, 'checkpoints'),
-        keep_last=config.get('keep_last', 2),
-        keep_best=1 if config.eval.get('every') else 0,
-        best_metric='verification_accuracy')
-    if checkpoints.latest_step() is not None:
-      state = checkpoints.restore(abstract)
+    checkpoints = open_checkpoints(config, workdir)
+    state, resumed = checkpoints.restore_latest(abstract)
+    if state is not None:
       shardings = jax.tree.map(lambda leaf: leaf.sharding, abstract)
+      if first and log:
+        print(f'resuming from step {resumed} '
+              f'({checkpoints.directory / str(resumed)})', file=sys.stderr,
+              flush=True)
     else:
       state, shardings = state_lib.create(key, model, objective, optimizer,
                                           image_shape, mesh, shard_backbone)
@@ -863,11 +939,16 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
         sharding.batch_sharding(mesh))
     progress = observe.Progress(config.total_steps, start,
                                 config.batch_size, enabled=first and log)
-    writer = observe.MetricWriter(workdir, enabled=first)
+    writer = observe.MetricWriter(workdir, enabled=first, resume_step=start)
+    if writer.dropped:
+      _note(f'{observe.METRICS_FILE}: dropped {writer.dropped} records '
+            f'after step {start} (the interrupted run logged them; they are '
+            'redone now)')
     history, pending = [], []
     step = start
     try:
       for batch in batches:
+        checkpoints.wait_if_behind(step)  # bounds the work a crash loses
         if objective.reclusters and step % config.loss.cluster_every == 0:
           state = recluster(embed, state, source, mesh, config, step)
         if (objective.adapts_task_weights
@@ -900,6 +981,7 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
           saved = {k: v for k, v in (history[-1] if history else {}).items()
                    if k == 'verification_accuracy'}
           checkpoints.save(step, state, metrics=saved or None, force=last)
+          writer.flush()  # a crash keeps the events of every saved step
     finally:
       checkpoints.wait()
       checkpoints.close()

@@ -2,6 +2,11 @@
 
 Only process 0 writes (``jax.process_index() == 0``); the other processes'
 writers do nothing. Metrics are plain floats by the time they get here.
+
+A resumed run redoes the steps after its checkpoint: :class:`MetricWriter`
+first drops what the interrupted run logged after the resumed step, so each
+step is logged once (``metrics.jsonl`` rewritten atomically; TensorBoard
+told to purge the later events).
 """
 
 import json
@@ -52,20 +57,77 @@ class Progress:
     return rate
 
 
-class MetricWriter:
-  """Scalars to ``workdir/metrics.jsonl`` and TensorBoard event files."""
+METRICS_FILE = 'metrics.jsonl'
 
-  def __init__(self, workdir, enabled=True):
+
+def drop_records_after(path, step):
+  """Keeps only the records of ``path`` (JSON lines) with step <= ``step``.
+
+  The file is rewritten atomically (a temporary file renamed over it), and
+  only when something goes: records past ``step`` and unreadable lines (the
+  last line of a writer killed mid-line). Returns how many lines went.
+  """
+  if not os.path.exists(path):
+    return 0
+  with open(path, encoding='utf-8') as f:
+    lines = f.read().splitlines()
+  kept = [line for line in lines if _record_step(line) is not None
+          and _record_step(line) <= step]
+  if len(kept) == len(lines):
+    return 0
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.write(''.join(line + '\n' for line in kept))
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(path + '.tmp', path)
+  return len(lines) - len(kept)
+
+
+def _record_step(line):
+  """The step of one JSON line, or None if it is not a record."""
+  try:
+    record = json.loads(line)
+  except ValueError:
+    return None
+  step = record.get('step') if isinstance(record, dict) else None
+  return step if isinstance(step, int) else None
+
+
+class MetricWriter:
+  """Scalars to ``workdir/metrics.jsonl`` and TensorBoard event files.
+
+  Attributes:
+    dropped: how many lines of ``metrics.jsonl`` were past ``resume_step``
+      (or unreadable) and went.
+  """
+
+  def __init__(self, workdir, enabled=True, resume_step=None):
+    """Opens the logs, forgetting what was logged after ``resume_step``.
+
+    Args:
+      workdir: where ``metrics.jsonl`` and ``tensorboard/`` are.
+      enabled: False: write nothing (processes other than 0).
+      resume_step: the step the run starts from (0 for a fresh run):
+        records of later steps, left by an interrupted run that got further,
+        are dropped; TensorBoard hides its events after it (``purge_step``).
+        None: append to what is there.
+    """
     self.enabled = enabled
+    self.dropped = 0
     self._board = None
     self._file = None
     if enabled:
       os.makedirs(workdir, exist_ok=True)
-      self._file = open(os.path.join(workdir, 'metrics.jsonl'), 'a',
-                        encoding='utf-8')
+      path = os.path.join(workdir, METRICS_FILE)
+      if resume_step is not None:
+        self.dropped = drop_records_after(path, resume_step)
+      self._file = open(path, 'a', encoding='utf-8')
       import tensorboardX  # pylint: disable=g-import-not-at-top
+      # TensorBoard discards the events of steps >= purge_step written
+      # before this writer's first event.
       self._board = tensorboardX.SummaryWriter(
-          os.path.join(workdir, 'tensorboard'))
+          os.path.join(workdir, 'tensorboard'),
+          purge_step=None if resume_step is None else resume_step + 1)
 
   def write(self, step, metrics):
     if not self.enabled:
@@ -76,6 +138,11 @@ class MetricWriter:
     self._file.flush()
     for name, value in metrics.items():
       self._board.add_scalar(name, float(value), int(step))
+
+  def flush(self):
+    """Puts every event on disk (TensorBoard buffers up to two minutes)."""
+    if self.enabled:
+      self._board.flush()
 
   def close(self):
     if self.enabled:

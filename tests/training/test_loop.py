@@ -1,12 +1,21 @@
-"""The training loop: resume, non-finite losses, config errors, meshes."""
+"""The training loop: resume (also after a SIGKILL inside a save, or from
+damaged checkpoints), non-finite losses, config errors, meshes."""
 import json
 import os
 import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
+from tensorboardX.proto import event_pb2
 
+from facejax import inference
 from facejax import sharding
+from facejax.training import checkpoint
 from facejax.training import loop
 from tests.training.tiny import leaves, saved_steps, tiny_config
 
@@ -153,3 +162,109 @@ def test_in_training_verification_is_recorded_and_kept_best(tmp_path):
                 if 'verification_accuracy' in h]
   assert len(accuracies) == 2 and all(0 <= a <= 1 for a in accuracies)
   assert saved_steps(tmp_path) == [2, 4]
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    return [json.loads(line) for line in f]
+
+
+def tensorboard_steps(logdir, tag='loss'):
+  """The steps of ``tag`` that TensorBoard shows: the event files in order,
+  where a SessionLog START at step s (tensorboardX's ``purge_step``) hides
+  the events of steps >= s read before it."""
+  steps = []
+  for name in sorted(os.listdir(logdir)):  # events.out.tfevents.<time>...
+    with open(os.path.join(logdir, name), 'rb') as f:
+      data = f.read()
+    position = 0
+    while position < len(data):  # TFRecords: length, crc, event, crc
+      length, = struct.unpack('<Q', data[position:position + 8])
+      event = event_pb2.Event.FromString(
+          data[position + 12:position + 12 + length])
+      position += 12 + length + 4
+      if event.session_log.status == event_pb2.SessionLog.START:
+        steps = [step for step in steps if step < event.step]
+      steps += [event.step for value in event.summary.value
+                if value.tag == tag]
+  return steps
+
+
+def test_sigkill_inside_an_async_save_then_rerun_is_exact(tmp_path, whole_run,
+                                                          capfd):
+  # The run is killed while the save of step 4 waits for its commit (all
+  # its files written), with step 5 possibly trained and logged meanwhile.
+  workdir, marker = tmp_path / 'run', tmp_path / 'holding'
+  child = subprocess.Popen(
+      [sys.executable, '-m', 'tests.training.crash_worker', str(workdir), '4',
+       str(marker)], cwd=REPO)
+  try:
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+      assert child.poll() is None, 'the run ended before saving step 4'
+      assert time.monotonic() < deadline
+      time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+  finally:
+    child.kill()
+    child.wait()
+  assert (workdir / 'checkpoints' / '4.orbax-checkpoint-tmp').is_dir()
+  assert saved_steps(workdir) == [2]
+  assert [r['step'] for r in records(workdir)][:4] == [1, 2, 3, 4]
+  capfd.readouterr()
+
+  rest = loop.train(tiny_config(total_steps=5), str(workdir), log=True)
+  err = capfd.readouterr().err
+  assert 'resuming from step 2' in err
+  assert f'took over {workdir}/.lock from pid {child.pid} on ' in err
+  assert 'metrics.jsonl: dropped ' in err
+  for a, b in zip(leaves(rest.state), leaves(whole_run.state)):
+    np.testing.assert_array_equal(a, b)
+  # Every step logged once, with the uninterrupted run's values.
+  assert [(r['step'], r['loss']) for r in records(workdir)] == losses(
+      whole_run)
+  assert tensorboard_steps(workdir / 'tensorboard') == [1, 2, 3, 4, 5]
+  assert saved_steps(workdir) == [4, 5]
+
+
+def test_damaged_newest_steps_refused_by_eval_skipped_by_training(
+    tmp_path, whole_run, capfd):
+  workdir = tmp_path / 'copy'
+  shutil.copytree(whole_run.workdir, workdir)
+  assert saved_steps(workdir) == [4, 5]
+  checkpoints = workdir / 'checkpoints'
+  (checkpoints / '9').mkdir()  # an empty folder with a higher step
+  (checkpoints / '5' / 'metrics' / 'metrics').write_text('')
+  config = loop.load_config(str(workdir))
+
+  # Evaluation refuses, naming the step and why, and changes nothing.
+  with pytest.raises(checkpoint.DamagedCheckpointError,
+                     match=r'step 9 .* _CHECKPOINT_METADATA is missing; the '
+                     r'newest step that looks intact is 4 \(e.g. --step 4\)'):
+    loop.restore_backbone(config, str(workdir))
+  with pytest.raises(checkpoint.DamagedCheckpointError,
+                     match='step 5 .* metrics/metrics is empty'):
+    inference.Embedder.from_workdir(str(workdir), step=5)
+  _, variables = loop.restore_backbone(config, str(workdir), step=4)
+  assert saved_steps(workdir) == [4, 5, 9]
+  assert leaves(variables['params'])
+
+  # Training moves both aside, says so, and redoes step 5 from step 4.
+  capfd.readouterr()
+  rest = loop.train(tiny_config(total_steps=5), str(workdir), log=True)
+  err = capfd.readouterr().err
+  assert 'checkpoints: step 9 is damaged (_CHECKPOINT_METADATA is missing)' \
+      in err
+  assert 'checkpoints: step 5 is damaged (metrics/metrics is empty)' in err
+  assert 'resuming from step 4' in err
+  assert sorted(os.listdir(checkpoints / 'damaged')) == [
+      '5-bad-metrics', '9-incomplete']
+  assert [h['step'] for h in rest.history] == [5]
+  for a, b in zip(leaves(rest.state), leaves(whole_run.state)):
+    np.testing.assert_array_equal(a, b)
+  assert [r['step'] for r in records(workdir)] == [1, 2, 3, 4, 5]
+  assert inference.Embedder.from_workdir(str(workdir)).step == 5
