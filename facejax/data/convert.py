@@ -18,11 +18,14 @@ SRC is an image folder (one sub-folder per identity) or a ``.rec`` file
 
 Conversion is resumable: each shard is written under a temporary name and
 renamed when whole, and the manifest records the shards done, so running
-the same command again after an interruption skips them. A different SRC,
-shard count or seed for the same DST is refused (``--overwrite`` starts
-again). Every image is decoded once as it is converted (``--no-validate``
-skips that): an undecodable image is left out, counted, and its path listed
-in the manifest and the final report. Progress goes to stderr.
+the same command again after an interruption skips them; a shard that is
+missing, or whose records no longer add up to its count, is written again,
+even after the conversion finished. A different SRC, shard count or seed
+for the same DST is refused, and so is a damaged manifest (``--overwrite``
+starts again). Every image is decoded once as it is converted
+(``--no-validate`` skips that): an undecodable image is left out, counted,
+and its path listed in the manifest and the final report. Progress goes to
+stderr.
 """
 
 import argparse
@@ -34,6 +37,7 @@ import time
 
 import numpy as np
 
+from facejax.data import files
 from facejax.data import sources
 
 SKIPPED_KEPT = 100  # skipped image paths listed in the manifest
@@ -146,36 +150,29 @@ def convert(source, destination, num_shards, seed=0, validate=True,
   os.makedirs(destination, exist_ok=True)
   manifest_path = os.path.join(destination, sources.MANIFEST)
   fingerprint = _fingerprint(source, num_shards, seed)
-  manifest = None
-  if os.path.exists(manifest_path):
-    with open(manifest_path, encoding='utf-8') as f:
-      manifest = json.load(f)
-    if manifest.get('fingerprint') != fingerprint:
-      if not overwrite:
-        raise ValueError(
-            f'{destination} holds a different conversion (another source, '
-            'shard count or seed); choose a new destination or pass '
-            '--overwrite')
-      manifest = None
+  manifest = _earlier_manifest(destination, fingerprint, overwrite)
   if manifest is None:
     manifest = dict(
-        format='facejax-tfrecords-1', source=repr(source),
+        format=sources.MANIFEST_FORMAT, source=repr(source),
         fingerprint=fingerprint, seed=seed, num_classes=source.num_classes,
         has_landmarks=bool(source.has_landmarks), complete=False,
         shards=[], skipped_count=0, skipped=[])
-    _write_json(os.path.join(destination, sources.LABEL_MAP),
-                list(source.class_names))
-    _write_json(manifest_path, manifest)
-  if manifest['complete']:
+  done = _shards_done(destination, manifest,
+                      {shard_name(shard, num_shards)
+                       for shard in range(num_shards)})
+  if manifest['complete'] and len(done) == num_shards:
     print(f'{destination}: already converted', file=stream)
     return manifest
+  manifest['complete'] = False
+  _write_json(os.path.join(destination, sources.LABEL_MAP),
+              list(source.class_names))
+  _write_json(manifest_path, manifest)
 
   order = np.random.default_rng(seed).permutation(source.num_examples)
   parts = np.array_split(order, num_shards)
-  done = {s['file'] for s in manifest['shards']}
   read, keys = _reader(source), _keys(source)
   progress = _Progress(source.num_examples,
-                       sum(s['num_examples'] + s['skipped']
+                       sum(s['num_examples'] + s.get('skipped', 0)
                            for s in manifest['shards']), stream)
   for shard, indices in enumerate(parts):
     name = shard_name(shard, num_shards)
@@ -198,7 +195,9 @@ def convert(source, destination, num_shards, seed=0, validate=True,
     manifest['shards'].append(dict(file=name, num_examples=written,
                                    skipped=len(skipped)))
     manifest['skipped_count'] += len(skipped)
-    manifest['skipped'] = (manifest['skipped'] + skipped)[:SKIPPED_KEPT]
+    # A shard written again may list its skipped images a second time.
+    manifest['skipped'] = list(dict.fromkeys(
+        manifest['skipped'] + skipped))[:SKIPPED_KEPT]
     _write_json(manifest_path, manifest)
   manifest['shards'].sort(key=lambda s: s['file'])
   manifest['num_examples'] = sum(s['num_examples']
@@ -210,6 +209,58 @@ def convert(source, destination, num_shards, seed=0, validate=True,
     print(f'{manifest["skipped_count"]} undecodable image(s) left out, e.g. '
           f'{", ".join(manifest["skipped"][:5])}', file=stream)
   return manifest
+
+
+def _earlier_manifest(destination, fingerprint, overwrite):
+  """The manifest of the conversion to resume in ``destination``, or None.
+
+  Raises:
+    files.DataFileError: a damaged manifest, unless ``overwrite``.
+    ValueError: a manifest of another conversion, unless ``overwrite``.
+  """
+  if not os.path.exists(os.path.join(destination, sources.MANIFEST)):
+    return None
+  try:
+    manifest = sources.read_manifest(destination, require_complete=False)
+  except files.DataFileError as e:
+    if overwrite:
+      return None
+    raise files.DataFileError(f'{e}; pass --overwrite to convert again into '
+                              f'{destination}') from None
+  if manifest.get('fingerprint') == fingerprint:
+    manifest.setdefault('skipped_count', 0)
+    manifest.setdefault('skipped', [])
+    return manifest
+  if overwrite:
+    return None
+  raise ValueError(
+      f'{destination} holds a different conversion (another source, shard '
+      'count or seed); choose a new destination or pass --overwrite')
+
+
+def _shards_done(destination, manifest, names):
+  """The names of the manifest's shards that are whole; drops the others.
+
+  A shard counts as done when it is one of this conversion's ``names``, its
+  file exists and its framing holds its ``num_examples`` records
+  (:func:`sources.count_tfrecords`); any other entry is removed from the
+  manifest (with its skipped count), so that the shard is written again.
+  """
+  kept = []
+  for shard in manifest['shards']:
+    path = os.path.join(destination, shard['file'])
+    try:
+      whole = (shard['file'] in names and os.path.isfile(path) and
+               sources.count_tfrecords(path) == shard['num_examples'])
+    except files.DataFileError:  # truncated or damaged: write it again
+      whole = False
+    if whole:
+      kept.append(shard)
+    else:
+      manifest['skipped_count'] = max(
+          0, manifest['skipped_count'] - shard.get('skipped', 0))
+  manifest['shards'] = kept
+  return {shard['file'] for shard in kept}
 
 
 def _example(tf, encoded, source, index, key):
