@@ -405,6 +405,8 @@ class _Index:
     keys, offsets: int64 arrays in the file's line order.
     sorted_keys: the keys in increasing order.
     order: the positions that sort ``keys``.
+    last_offset: the largest offset: the record that a truncated ``.rec``
+      cuts first.
   """
 
   def __init__(self, idx_path, rec_path):
@@ -528,8 +530,7 @@ class RecordReader:
                        ' (build it with build_idx(rec_path))')
     self._reset_file()
     index = _Index(self.idx_path, self.rec_path)
-    # The record that ends last in the file: a truncated .rec cuts it.
-    self._read(index.last_offset)
+    self._read(index.last_offset)  # whole, unless the .rec is truncated
     self.header, self.num_classes = None, None
     self._offsets = index.offsets
     offset = index.offset_of(0)
