@@ -197,6 +197,27 @@ class ImageFiles(_RandomAccess):
         landmarks=self._landmarks_of(index)), index)
 
 
+def _image_files(folder):
+  """The image files in ``folder``, sorted, and the other entries named so.
+
+  Only regular files (or links to them) are images: a folder named
+  ``x.jpg`` or a link whose target is gone would stop the pipeline when
+  read, so they are returned apart, to be left out and reported.
+  """
+  files, not_files = [], []
+  with os.scandir(folder) as entries:
+    for entry in entries:
+      if (entry.name.startswith('.')
+          or not entry.name.lower().endswith(IMAGE_EXTENSIONS)):
+        continue
+      try:
+        regular = entry.is_file()  # follows links; False when dangling
+      except OSError:  # a link loop, or a target we may not look at
+        regular = False
+      (files if regular else not_files).append(entry.name)
+  return sorted(files), sorted(not_files)
+
+
 class ImageFolder(ImageFiles):
   """``root/<identity>/<image>``: one sub-folder per identity.
 
@@ -205,7 +226,10 @@ class ImageFolder(ImageFiles):
   sorted by name. Files whose extension is not an image extension
   (``IMAGE_EXTENSIONS``, any case) are ignored (a ``Thumbs.db``, a
   ``.DS_Store``); an identity folder with no image in it is an error, since
-  its label would have no example.
+  its label would have no example. An entry named like an image that is not
+  a regular file (a folder ``x.jpg``, a link to nothing) is left out and
+  listed in ``left_out`` (paths relative to the root), with a line for the
+  log in ``left_out_message``, instead of stopping a run when it is read.
 
   Landmarks (optional): a text file with one line per image, ``relative/path
   x1 y1 x2 y2 ... x5 y5`` (left eye, right eye, nose, left and right mouth
@@ -224,18 +248,20 @@ class ImageFolder(ImageFiles):
                    if entry.is_dir() and not entry.name.startswith('.'))
     if not names:
       raise ValueError(f'{self.root}: no identity sub-folders in it')
-    relative_paths, labels = [], []
+    relative_paths, labels, left_out = [], [], []
     for label, name in enumerate(names):
       folder = os.path.join(self.root, name)
-      files = sorted(f for f in os.listdir(folder)
-                     if f.lower().endswith(IMAGE_EXTENSIONS)
-                     and not f.startswith('.'))
+      files, not_files = _image_files(folder)
+      left_out.extend(os.path.join(name, f) for f in not_files)
       if not files:
+        also = (f'; {len(not_files)} entries named like images are not '
+                'files' if not_files else '')
         raise ValueError(
             f'{folder}: identity folder has no images (extensions '
-            f'{", ".join(IMAGE_EXTENSIONS)}); remove it or add images')
+            f'{", ".join(IMAGE_EXTENSIONS)}{also}); remove it or add images')
       relative_paths.extend(os.path.join(name, f) for f in files)
       labels.extend([label] * len(files))
+    self.left_out = tuple(left_out)
     self.relative_paths = np.array(relative_paths)
     super().__init__(
         [os.path.join(self.root, p) for p in relative_paths], labels,
@@ -247,6 +273,17 @@ class ImageFolder(ImageFiles):
   def __repr__(self):
     return (f'ImageFolder({self.root!r}: {self.num_examples} images of '
             f'{self.num_classes} identities)')
+
+  @property
+  def left_out_message(self):
+    """A line for the log naming what the listing left out ('' if nothing)."""
+    if not self.left_out:
+      return ''
+    shown = ', '.join(self.left_out[:5])
+    more = ', ...' if len(self.left_out) > 5 else ''
+    return (f'{self.root}: left out {len(self.left_out)} entries named like '
+            f'images that are not files (folders, broken links): '
+            f'{shown}{more}')
 
 
 def read_landmarks(path, relative_paths):

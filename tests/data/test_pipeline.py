@@ -205,19 +205,21 @@ def test_image_folder_listing(folder):
     assert path.startswith(f'id_{label:03d}/')
 
 
-def test_corrupt_images_are_skipped_counted_and_named(folder):
+def test_corrupt_images_are_skipped_counted_once_and_named(folder):
   root, numbers, broken = folder
   source = sources.ImageFolder(root)
   skipped = pipeline.SkippedImages()
-  epoch = len(numbers)  # images that decode
+  epoch = len(numbers)  # images that decode: 12, 3 batches
   got = batches(pipeline.train_dataset(
       source, 4, seed=0, image_size=SIZE, process=one(), skipped=skipped,
-      augmentation=NO_FLIP), epoch // 4)
+      augmentation=NO_FLIP), 2 * epoch // 4 + 1)  # into the third epoch
   numbers_seen = np.concatenate([n for n, _ in numbers_of(got)])
-  assert sorted(numbers_seen) == sorted(numbers.values())
+  assert sorted(numbers_seen[:epoch]) == sorted(numbers.values())
+  # Each bad image was met (at least) twice, and is counted once.
   assert skipped.count == len(broken)
   assert sorted(os.path.basename(k) for k in skipped.first_keys) == broken
-  assert '4 undecodable image(s) skipped' in str(skipped)
+  assert dict(skipped.by_reason) == {pipeline.UNDECODABLE: len(broken)}
+  assert str(skipped).startswith('4 image(s) skipped (4 undecodable): ')
 
 
 def test_jpeg_folder_round_trip(tmp_path):

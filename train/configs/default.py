@@ -32,6 +32,9 @@ def get_config(arg=None):
                              contrast=0.0, saturation=0.0, hue=0.0)
   c.data.identities_per_batch = 0  # P x K batches when > 0
   c.data.images_per_identity = 0
+  # Images whose header declares more pixels are skipped, not decoded
+  # (decompression bombs); 0: no limit.
+  c.data.max_pixels = 40_000_000
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'iresnet18'
