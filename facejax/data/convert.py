@@ -23,9 +23,10 @@ missing, or whose records no longer add up to its count, is written again,
 even after the conversion finished. A different SRC, shard count or seed
 for the same DST is refused, and so is a damaged manifest (``--overwrite``
 starts again). Every image is decoded once as it is converted
-(``--no-validate`` skips that): an undecodable image is left out, counted,
-and its path listed in the manifest and the final report. Progress goes to
-stderr.
+(``--no-validate`` skips that): an undecodable image, or one whose header
+declares more than 40 megapixels (a decompression bomb, not decoded), is
+left out, counted, and its path listed in the manifest and the final report.
+Progress goes to stderr.
 """
 
 import argparse
@@ -38,6 +39,7 @@ import time
 import numpy as np
 
 from facejax.data import files
+from facejax.data import image_headers
 from facejax.data import sources
 
 SKIPPED_KEPT = 100  # skipped image paths listed in the manifest
@@ -93,8 +95,12 @@ def _reader(source):
   raise TypeError(f'cannot convert {source!r}: not a random-access source')
 
 
-def _decodes(tf, encoded):
+def _decodes(tf, encoded, max_pixels):
+  """Whether ``encoded`` decodes, its header read first: an image declaring
+  more than ``max_pixels`` (a decompression bomb) is not decoded."""
   try:
+    if max_pixels and image_headers.pixels(encoded) > max_pixels:
+      return False
     tf.io.decode_image(encoded, channels=3, expand_animations=False)
     return True
   except (tf.errors.InvalidArgumentError, tf.errors.UnknownError,
@@ -124,7 +130,8 @@ class _Progress:
 
 
 def convert(source, destination, num_shards, seed=0, validate=True,
-            overwrite=False, stream=sys.stderr):
+            overwrite=False, stream=sys.stderr,
+            max_pixels=image_headers.DEFAULT_MAX_PIXELS):
   """Writes ``source`` as TFRecord shards in ``destination``.
 
   Args:
@@ -134,7 +141,8 @@ def convert(source, destination, num_shards, seed=0, validate=True,
     destination: output folder (created).
     num_shards: how many TFRecord files.
     seed: the seed of the one-time shuffle.
-    validate: decode every image and leave out those that fail.
+    validate: decode every image and leave out those that fail, and those
+      whose header declares more than ``max_pixels`` (None: no limit).
     overwrite: discard an earlier, different conversion in ``destination``.
     stream: where progress goes.
 
@@ -183,7 +191,7 @@ def convert(source, destination, num_shards, seed=0, validate=True,
     with tf.io.TFRecordWriter(path + '.tmp') as writer:
       for index in indices:
         encoded = read(int(index))
-        if validate and not _decodes(tf, encoded):
+        if validate and not _decodes(tf, encoded, max_pixels):
           skipped.append(keys[index])
           progress.advance()
           continue

@@ -37,6 +37,7 @@ import struct
 import numpy as np
 
 from facejax.data import files
+from facejax.data import image_headers
 from facejax.data import insightface
 
 
@@ -447,14 +448,18 @@ def verification_bin(path):
 
   The images are decoded once (tensorflow, eagerly) into an
   :class:`InMemory` source; pair ``i`` is images ``first[i] = 2 i`` and
-  ``second[i] = 2 i + 1``. An image that cannot be decoded is an error
-  naming the file and the image's position.
+  ``second[i] = 2 i + 1``. An image that cannot be decoded, or whose
+  header declares more than ``image_headers.DEFAULT_MAX_PIXELS`` (read
+  before decoding), is an error naming the file and the image's position.
   """
   tf = _tf()
   encoded, issame = insightface.load_bin(path)
   images = []
   for position, data in enumerate(encoded):
     try:
+      if image_headers.pixels(data) > image_headers.DEFAULT_MAX_PIXELS:
+        raise ValueError('its header declares more than '
+                         f'{image_headers.DEFAULT_MAX_PIXELS:,} pixels')
       images.append(tf.io.decode_image(data, channels=3,
                                        expand_animations=False).numpy())
     except (tf.errors.InvalidArgumentError, ValueError) as e:

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from facejax.data import augment
 from facejax.data import convert
+from facejax.data import image_headers
 from facejax.data import pipeline
 from facejax.data import sources
 from tests.data import image_fixtures
@@ -143,8 +144,8 @@ JXL_4000_BY_3000 = b'\xff\n\xba]\x03\x01\xc5\x85\x08\x02\x01\x00<\x00'
 
 def declared(datas):
   """What the pipeline reads from each encoded image's header."""
-  batch = pipeline._batch_declared_pixels(tf.constant(datas))
-  return [int(pipeline._declared_pixels(tf.constant(data), declared))
+  batch = image_headers.batch_declared_pixels(tf.constant(datas))
+  return [int(image_headers.declared_pixels(tf.constant(data), declared))
           for data, declared in zip(datas, batch)]
 
 
@@ -178,6 +179,9 @@ def test_declared_size_of_every_format_decode_image_knows():
   names = list(cases)
   got = declared([cases[name][0] for name in names])
   assert dict(zip(names, got)) == {name: cases[name][1] for name in names}
+  # One image at a time, outside tf.data (the converter's validation pass).
+  for name in ('png bomb', 'jpeg', 'gif, frames add up', 'unknown'):
+    assert image_headers.pixels(cases[name][0]) == cases[name][1], name
   # The writers above make images tensorflow decodes to the declared size.
   for name in ('bmp', 'bmp top-down', 'gif'):
     shape = tf.io.decode_image(cases[name][0], channels=3,
@@ -374,3 +378,28 @@ def test_a_truncated_shard_is_an_error_naming_it(shards):
                      match=re.escape(f'{paths[0]}: damaged TFRecord shard')):
     list(pipeline.eval_dataset(source, 4, image_size=SIZE,
                                process=one()).as_numpy_iterator())
+
+
+def test_converter_leaves_out_bombs_and_a_bin_set_refuses_them(tmp_path):
+  # The converter's validation pass and the .bin reader decode outside
+  # tf.data: they read the header first too.
+  root = tmp_path / 'faces'
+  image_fixtures.write_folder(root, [2, 2], fmt='png')
+  # A valid image that decodes, over a limit set low for the test.
+  (root / 'id_001' / 'zz_large.png').write_bytes(
+      image_fixtures.encode(np.zeros((40, 50, 3), np.uint8), 'png'))
+  manifest = convert.convert(sources.ImageFolder(root), tmp_path / 'records',
+                             1, stream=open(os.devnull, 'w'),
+                             max_pixels=40 * 50 - 1)
+  assert manifest['num_examples'] == 4
+  assert [os.path.basename(k) for k in manifest['skipped']] == [
+      'zz_large.png']
+  import pickle  # pylint: disable=g-import-not-at-top
+  images = [image_fixtures.encode(image_fixtures.flat_image(i, 0), 'png')
+            for i in range(2)]
+  images[1] = png_declaring(100_000, 100_000)
+  path = tmp_path / 'bomb.bin'
+  path.write_bytes(pickle.dumps((images, [True]), protocol=4))
+  with pytest.raises(ValueError, match='bomb.bin: image 1 cannot be decoded: '
+                     'its header declares more than 40,000,000 pixels'):
+    sources.verification_bin(path)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from facejax.data import attribute_sources
+from facejax.training import config_checks
 from facejax.training import loop
 from facejax.training import objectives
 from train.configs import attributes
@@ -49,8 +50,8 @@ def test_config_checks_and_builds(name, tmp_path):
   classes = 85_742 if 'ms1mv2' in name else 10_572  # MS1MV2 or CASIA
   with_attributes = attribute_sources.is_attribute_dataset(
       config.data.source)
-  loop.check_config(config, num_devices=8)
-  loop.check_source(config, source_of(1, images_per_class=8000)
+  config_checks.check_config(config, num_devices=8)
+  config_checks.check_source(config, source_of(1, images_per_class=8000)
                     if with_attributes else source_of(classes))
   model = loop.build_model(config)
   size = config.data.image_size
@@ -68,8 +69,8 @@ def test_config_checks_and_builds(name, tmp_path):
 @pytest.mark.parametrize('variant', sorted(attributes.VARIANTS))
 def test_every_attribute_variant_checks(variant):
   config = attributes.get_config(variant)
-  loop.check_config(config, num_devices=8)
-  loop.check_source(config, source_of(1, images_per_class=8000))
+  config_checks.check_config(config, num_devices=8)
+  config_checks.check_source(config, source_of(1, images_per_class=8000))
   assert config.model == attributes.get_config('adaptive').model
   assert config.optimizer == attributes.get_config('adaptive').optimizer
   assert config.total_steps == attributes.get_config('adaptive').total_steps
@@ -80,8 +81,8 @@ def test_every_attribute_variant_checks(variant):
 @pytest.mark.parametrize('loss', sorted(sweep.LOSSES))
 def test_every_sweep_config_checks(loss):
   config = sweep.get_config(loss)
-  loop.check_config(config, num_devices=8)
-  loop.check_source(config, source_of(300))
+  config_checks.check_config(config, num_devices=8)
+  config_checks.check_source(config, source_of(300))
   assert config.loss.name == loss
   assert config.model == sweep.get_config('arcface').model  # same backbone
   assert config.total_steps == sweep.get_config('arcface').total_steps

@@ -14,6 +14,7 @@ import ml_collections
 import pytest
 
 from facejax import models
+from facejax.training import config_checks
 from facejax.training import loop
 from facejax.training import objectives
 from tests.training.tiny import ADAPTIVE
@@ -208,7 +209,7 @@ def test_data_errors_name_the_key_before_compiling(case, tmp_path,
                                                   monkeypatch):
   overrides, key = case
   config = make_config(overrides)
-  loop.check_config(config, len(jax.devices()))  # a config-only check passes
+  config_checks.check_config(config, len(jax.devices()))  # a config-only check passes
   compile_traps(monkeypatch)
   with pytest.raises(loop.ConfigError) as error:
     loop.train(config, str(tmp_path), log=False)
@@ -227,32 +228,32 @@ def test_errors_name_the_value_and_what_is_allowed():
   config = tiny_config(**{'loss.margin': -0.5})
   with pytest.raises(loop.ConfigError,
                      match=r'^loss.margin must be >= 0, got -0.5$'):
-    loop.check_config(config, 8)
+    config_checks.check_config(config, 8)
   config = make_config({'batch_size': '64'})
   with pytest.raises(loop.ConfigError,
                      match=r"^batch_size must be an integer >= 1, got '64'$"):
-    loop.check_config(config, 8)
+    config_checks.check_config(config, 8)
   config = tiny_config(**{'loss.name': 'sphereface'})
   with pytest.raises(loop.ConfigError, match=(
       r"^loss.sphereface_m is missing: loss.name='sphereface' needs it "
       r'\(an integer >= 1\)$')):
-    loop.check_config(config, 8)
+    config_checks.check_config(config, 8)
 
 
 def test_init_from_must_be_a_run_with_a_checkpoint(tmp_path):
   (tmp_path / loop.CONFIG_FILE).write_text('{}')
   config = tiny_config(init_from=str(tmp_path))
   with pytest.raises(loop.ConfigError, match='init_from=.*checkpoint'):
-    loop.check_config(config, 8)
+    config_checks.check_config(config, 8)
   (tmp_path / 'checkpoints' / '4').mkdir(parents=True)
-  loop.check_config(config, 8)
+  config_checks.check_config(config, 8)
 
 
 def test_every_model_has_a_minimum_image_size():
   for name in models.names():
-    assert loop.min_image_size(ml_collections.ConfigDict(
+    assert config_checks.min_image_size(ml_collections.ConfigDict(
         dict(name=name))) >= 16
-  assert loop.min_image_size(ml_collections.ConfigDict(dict(
+  assert config_checks.min_image_size(ml_collections.ConfigDict(dict(
       name='iresnet18', kwargs=dict(stage_units=(1, 1, 1))))) == 8
 
 
@@ -261,9 +262,9 @@ def test_every_model_has_a_minimum_image_size():
                                   'deepid2', 'vgg_face'])
 def test_every_model_runs_at_its_minimum_image_size(name):
   config = tiny_config(**{'model.name': name, 'model.kwargs': {}})
-  size = loop.min_image_size(config.model)
+  size = config_checks.min_image_size(config.model)
   config.data.image_size = size
-  loop.check_config(config, 8)
+  config_checks.check_config(config, 8)
   # Shapes only: the backbone's embedding at that size, no compute.
   assert loop.embedding_dim(loop.build_model(config), (size, size, 3)) > 0
 

@@ -1,0 +1,485 @@
+"""Config checks: every bad value is a :class:`ConfigError` naming its key.
+
+Each error names the key, the bad value and what the key allows.
+:func:`check_config` looks at the config alone (and at the paths it names)
+and runs before any data is read or rendered; :func:`check_source` checks it
+against the opened training source. Both run before anything is compiled,
+so a mistake costs seconds, not a compilation and a training step.
+
+The rules are tables of (key, what it allows): ``CONFIG_RULES`` for the
+keys every config has, ``SYNTHETIC_RULES`` and the attribute tables for the
+data sources, ``LOSS_RULES`` for the keys each objective needs; the checks
+that relate several keys (batches over devices and processes, P x K, the
+smallest image a backbone takes, paths) are functions beside them.
+"""
+
+import math
+import os
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+
+from facejax import models
+from facejax.data import attribute_sources
+from facejax.data import augment
+from facejax.data import celeba
+from facejax.data import sources
+from facejax.data import synthetic
+from facejax.training import objectives
+from facejax.training import optim
+
+# The file a run saves its config in (``loop.save_config``): ``init_from``
+# must name a workdir that has one.
+CONFIG_FILE = 'config.json'
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work, named by its key."""
+
+
+def model_axis_size(config, num_devices):
+  """``config.mesh.model``, with -1 meaning every device."""
+  size = config.get('mesh', {}).get('model', 1)
+  return num_devices if size == -1 else size
+
+
+def _is_integer(value):
+  return (isinstance(value, (int, np.integer))
+          and not isinstance(value, (bool, np.bool_)))
+
+
+def _is_number(value):
+  return ((_is_integer(value) or isinstance(value, (float, np.floating)))
+          and math.isfinite(value))
+
+
+def _is_three_numbers(value):
+  return (isinstance(value, (tuple, list)) and len(value) == 3
+          and all(_is_number(v) for v in value))
+
+
+class Allowed(NamedTuple):
+  """What a config key accepts: a kind of value and a range of it.
+
+  Attributes:
+    kind: the kind in words ('an integer', "one of 'sgd', 'adamw'", ...).
+    is_kind: the test of the kind.
+    description: the range in words ('>= 1', 'in (0, 1]'), '' for any.
+    in_range: the test of the range, for a value of the right kind.
+  """
+  kind: str
+  is_kind: Callable[[Any], bool]
+  description: str = ''
+  in_range: Callable[[Any], bool] = lambda value: True
+
+  def error(self, key, value):
+    """The message for ``key=value``, or None when the value is allowed."""
+    if not self.is_kind(value):
+      allowed = ' '.join(filter(None, (self.kind, self.description)))
+      return f'{key} must be {allowed}, got {value!r}'
+    if not self.in_range(value):
+      return f'{key} must be {self.description}, got {value!r}'
+    return None
+
+
+def _interval(low, high=None, low_open=False, high_open=False):
+  """(description, test) of the interval from ``low`` to ``high`` (None: no
+  upper end); the ends are included unless open."""
+  def test(value):
+    above = value > low if low_open else value >= low
+    below = high is None or (value < high if high_open else value <= high)
+    return above and below
+  if high is None:
+    return f'{">" if low_open else ">="} {low}', test
+  return (f'in {"(" if low_open else "["}{low}, {high}'
+          f'{")" if high_open else "]"}'), test
+
+
+def integer(low, high=None):
+  """An integer >= ``low`` (and <= ``high``)."""
+  return Allowed('an integer', _is_integer, *_interval(low, high))
+
+
+def number(low, high=None, low_open=False, high_open=False):
+  """A finite number from ``low`` to ``high`` (None: no upper end)."""
+  return Allowed('a finite number', _is_number,
+                 *_interval(low, high, low_open, high_open))
+
+
+def one_of(*choices):
+  """One of the strings ``choices``."""
+  return Allowed(f'one of {", ".join(map(repr, choices))}',
+                 lambda value: isinstance(value, str) and value in choices)
+
+
+INTEGER = Allowed('an integer', _is_integer)
+NUMBER = Allowed('a finite number', _is_number)
+STRING = Allowed('a string', lambda value: isinstance(value, str))
+BOOLEAN = Allowed('True or False',
+                  lambda value: isinstance(value, (bool, np.bool_)))
+MARGINS = Allowed('three finite numbers (g1, g2, g3)', _is_three_numbers,
+                  '>= 0', lambda value: min(value) >= 0)
+COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
+# LFW's protocol: 10 folds, each with a same and a different pair.
+MIN_EVAL_PAIRS = 20
+
+# Keys every config may set (a key left out takes the code's default).
+# Choices checked by the code that uses them (model, loss, optimizer and
+# schedule names; the augmentation ranges) are only typed here.
+CONFIG_RULES = (
+    ('total_steps', integer(1)),
+    ('batch_size', integer(1)),
+    ('micro_batches', integer(1)),
+    ('seed', integer(0)),
+    ('compute_dtype', one_of(*COMPUTE_DTYPES)),
+    ('num_classes', integer(0)),
+    ('init_from', STRING),
+    ('mesh.model', INTEGER),
+    ('mesh.shard_backbone', BOOLEAN),
+    ('data.source', STRING),
+    ('data.landmarks_file', STRING),
+    ('data.image_size', INTEGER),  # >= the model's minimum: _check_model
+    ('data.identities_per_batch', integer(0)),
+    ('data.max_pixels', integer(0)),  # 0: no limit
+    ('data.images_per_identity', integer(0)),
+    ('data.augmentation.flip', BOOLEAN),
+    ('data.augmentation.min_crop_scale', NUMBER),
+    ('data.augmentation.brightness', NUMBER),
+    ('data.augmentation.contrast', NUMBER),
+    ('data.augmentation.saturation', NUMBER),
+    ('data.augmentation.hue', NUMBER),
+    ('model.name', STRING),
+    ('loss.name', STRING),
+    ('optimizer.name', STRING),
+    ('optimizer.schedule', STRING),
+    ('optimizer.learning_rate', number(0)),
+    ('optimizer.warmup_steps', integer(0)),
+    ('optimizer.end_learning_rate', number(0)),
+    ('optimizer.power', number(0, low_open=True)),
+    ('optimizer.momentum', number(0, 1, high_open=True)),
+    ('optimizer.nesterov', BOOLEAN),
+    ('optimizer.b1', number(0, 1, high_open=True)),
+    ('optimizer.b2', number(0, 1, high_open=True)),
+    ('optimizer.weight_decay', number(0)),
+    ('optimizer.clip_norm', number(0)),  # 0: off
+    ('eval.every', integer(0)),  # 0: off
+    ('eval.bin', STRING),
+    ('eval.seed', integer(0)),
+    ('eval.batch_size', integer(1)),
+    ('log_every', integer(1)),
+    ('checkpoint_every', integer(1)),
+    ('keep_last', integer(1)),
+)
+# The embedded synthetic identities: training ones stay below the held-out
+# identities of the verification pairs.
+SYNTHETIC_RULES = (
+    ('data.synthetic.num_identities',
+     integer(1, synthetic.EVAL_FIRST_IDENTITY)),
+    ('data.synthetic.images_per_identity', integer(1)),
+    ('data.synthetic.seed', integer(0)),
+)
+SYNTHETIC_ATTRIBUTE_RULES = (
+    ('data.synthetic_attributes.train', integer(1)),
+    ('data.synthetic_attributes.val', integer(0)),
+    ('data.synthetic_attributes.test', integer(0)),
+    ('data.synthetic_attributes.num_attributes',
+     integer(1, len(celeba.SYNTHETIC_ATTRIBUTES))),
+    ('data.synthetic_attributes.seed', integer(0)),
+    ('data.synthetic_attributes.image_size', integer(1)),
+)
+ATTRIBUTE_DATA_RULES = (
+    ('data.max_examples.train', integer(0)),  # 0: all
+    ('data.max_examples.val', integer(0)),
+    ('data.max_examples.test', integer(0)),
+)
+# The keys each loss reads, all required (a loss switched on the command
+# line finds the keys of the config's old loss only).
+_SCALE = number(0, low_open=True)
+_MARGIN = number(0)
+_LMLE_RULES = (('margins', MARGINS), ('clusters_per_class', integer(1)),
+               ('cluster_every', integer(1)))
+LOSS_RULES = {
+    'softmax': (),
+    'arcface': (('scale', _SCALE), ('margin', _MARGIN)),
+    'cosface': (('scale', _SCALE), ('margin', _MARGIN)),
+    'combined': (('scale', _SCALE), ('m1', number(0, low_open=True)),
+                 ('m2', _MARGIN), ('m3', _MARGIN)),
+    'sphereface': (('sphereface_m', integer(1)), ('lambda_base', number(0)),
+                   ('lambda_gamma', number(0)), ('lambda_power', number(0)),
+                   ('lambda_min', number(0))),
+    'center': (('center_weight', number(0)),
+               ('center_alpha', number(0, 1, low_open=True))),
+    'triplet_batch_hard': (('margin', _MARGIN),),
+    'triplet_soft': (('margin', _MARGIN),),  # read, then ignored
+    'triplet_batch_all': (('margin', _MARGIN),),
+    'lifted': (('margin', _MARGIN),),
+    'contrastive': (('margin', _MARGIN),),
+    'lmle': _LMLE_RULES,
+    'attributes': (),
+    'lmle_attributes': (('attribute_dim', integer(1)),) + _LMLE_RULES,
+}
+ADAPTIVE_WEIGHTING_RULES = (('weighting_every', integer(1)),
+                            ('weighting_window', integer(1)))
+# Optional loss keys (defaults in objectives.py), checked where set.
+OPTIONAL_LOSS_RULES = (('sample_rate', number(0, 1, low_open=True)),
+                       ('normalise', BOOLEAN),
+                       ('cluster_iterations', integer(1)))
+# The smallest image side of each backbone: its total stride (four stride-2
+# stages: 16 gives 1x1 maps; SAME-padded, IResNet, SphereFace and
+# MobileFaceNet still run below it, on maps of padding), or what its
+# unpadded layers need (DeepID2's conv4, VGG-Face's five poolings).
+MIN_IMAGE_SIZE = dict(center_loss_cnn=16, deepid2=31, mobilefacenet=16,
+                      sphereface20=16, vgg_face=32)
+_MISSING = object()
+
+
+def _lookup(config, key):
+  """``config``'s value at the dotted ``key``, or ``_MISSING``."""
+  node = config
+  for name in key.split('.'):
+    if not hasattr(node, 'keys') or name not in node:
+      return _MISSING
+    node = node[name]
+  return node
+
+
+def _check_rules(config, rules, prefix='', needed_by=None):
+  """Every ``(key, Allowed)`` rule on ``config[key]`` (named ``prefix +
+  key`` in errors); a missing key is skipped, or an error naming what needs
+  it (``needed_by``)."""
+  for key, allowed in rules:
+    value = _lookup(config, key)
+    if value is _MISSING and needed_by:
+      wanted = ' '.join(filter(None, (allowed.kind, allowed.description)))
+      raise ConfigError(f'{prefix}{key} is missing: {needed_by} needs it '
+                        f'({wanted})')
+    if value is _MISSING:
+      continue
+    message = allowed.error(prefix + key, value)
+    if message:
+      raise ConfigError(message)
+
+
+def min_image_size(model_config):
+  """The smallest ``data.image_size`` the backbone takes (MIN_IMAGE_SIZE;
+  IResNet: 2 ** its number of stride-2 stages)."""
+  if model_config.name.startswith('iresnet'):
+    kwargs = model_config.get('kwargs', {})
+    return 2 ** min(len(kwargs.get('stage_units', (1,) * 4)),
+                    len(kwargs.get('stage_features', (1,) * 4)))
+  return MIN_IMAGE_SIZE[model_config.name]
+
+
+def _check_model(config):
+  name = config.model.name
+  if name not in models.names():
+    raise ConfigError(f'model.name: unknown {name!r}; choose one of '
+                      f'{", ".join(models.names())}')
+  try:
+    models.get(name, **dict(config.model.get('kwargs', {})))
+  except TypeError as e:  # an argument the backbone does not take
+    raise ConfigError(f'model.kwargs: {e}') from None
+  minimum = min_image_size(config.model)
+  if config.data.image_size < minimum:
+    raise ConfigError(f'data.image_size must be >= {minimum} for '
+                      f'model.name={name!r}, got {config.data.image_size}')
+
+
+def _check_batches(config, num_devices):
+  """Batches that split over the devices and processes; P x K batches."""
+  batch_size = config.batch_size
+  if batch_size % num_devices:
+    raise ConfigError(f'batch_size={batch_size} does not split over the '
+                      f'{num_devices} devices')
+  micro = config.get('micro_batches', 1)
+  if batch_size % micro or (batch_size // micro) % num_devices:
+    raise ConfigError(f'micro_batches={micro}: batch_size {batch_size} / '
+                      f'{micro} must split over the {num_devices} devices')
+  eval_batch_size = config.eval.get('batch_size', num_devices)
+  if eval_batch_size % num_devices:
+    raise ConfigError(f'eval.batch_size={eval_batch_size} does not split '
+                      f'over the {num_devices} devices')
+  p = config.data.get('identities_per_batch', 0)
+  k = config.data.get('images_per_identity', 0)
+  if not p and not k:
+    return
+  if not p or not k:
+    unset, other = (('data.identities_per_batch', 'data.images_per_identity')
+                    if not p else ('data.images_per_identity',
+                                   'data.identities_per_batch'))
+    raise ConfigError(f'{unset} must be >= 1 with {other}={p or k} (P x K '
+                      'batches), got 0')
+  if p * k != batch_size:
+    raise ConfigError(f'data.identities_per_batch x data.images_per_identity '
+                      f'= {p} x {k} must be batch_size ({batch_size})')
+  if p % jax.process_count():
+    raise ConfigError(f'data.identities_per_batch={p} does not split over '
+                      f'the {jax.process_count()} processes')
+
+
+def _check_paths(config):
+  """Files and folders the config names exist (not read here)."""
+  spec = config.data.source
+  if spec == 'synthetic' or spec in (attribute_sources.SYNTHETIC,
+                                     attribute_sources.TFDS):
+    paths = []
+  elif spec.startswith(attribute_sources.CELEBA_PREFIX):
+    paths = [('data.source', spec[len(attribute_sources.CELEBA_PREFIX):])]
+  elif spec.endswith('.rec'):
+    paths = [('data.source', spec), ('data.source', spec[:-4] + '.idx')]
+  else:
+    paths = [('data.source', spec)]
+  for key in ('data.landmarks_file', 'eval.bin'):
+    if _lookup(config, key) not in (_MISSING, ''):
+      paths.append((key, _lookup(config, key)))
+  for key, path in paths:
+    if not os.path.exists(path):
+      kinds = (f' (synthetic, {attribute_sources.SYNTHETIC}, '
+               f'{attribute_sources.CELEBA_PREFIX}<root>, '
+               f'{attribute_sources.TFDS}, an image folder, a .rec or a '
+               'TFRecords folder)') if key == 'data.source' else ''
+      value = _lookup(config, key)
+      where = f'{key}={value!r}' + (f': {path}' if path != value else '')
+      raise ConfigError(f'{where} does not exist{kinds}')
+
+
+def _check_init_from(config):
+  workdir = config.get('init_from')
+  if not workdir:
+    return
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  names = os.listdir(checkpoints) if os.path.isdir(checkpoints) else []
+  if not (os.path.isfile(os.path.join(workdir, CONFIG_FILE))
+          and any(name.isdigit() for name in names)):
+    raise ConfigError(f'init_from={workdir!r}: not the workdir of a run '
+                      f'with a checkpoint (no {CONFIG_FILE} and '
+                      'checkpoints/<step> in it)')
+
+
+def _check_data(config):
+  spec = config.data.source
+  if spec == 'synthetic':
+    _check_rules(config, SYNTHETIC_RULES)
+  if spec == attribute_sources.SYNTHETIC:
+    _check_rules(config, SYNTHETIC_ATTRIBUTE_RULES)
+  if attribute_sources.is_attribute_dataset(spec):
+    _check_rules(config, ATTRIBUTE_DATA_RULES)
+  _check_paths(config)
+  try:
+    augment.Augmentation(**config.data.augmentation)
+  except TypeError as e:  # a key it does not have
+    raise ConfigError(f'data.augmentation: {e}') from None
+  except ValueError as e:  # its messages start with the field's name
+    raise ConfigError(f'data.augmentation.{e}') from None
+
+
+def _check_loss(config):
+  """The loss's own keys, and what it needs of the data."""
+  loss = config.loss
+  try:
+    objectives.check_choices(loss)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  _check_rules(loss, LOSS_RULES[loss.name], prefix='loss.',
+               needed_by=f'loss.name={loss.name!r}')
+  _check_rules(loss, OPTIONAL_LOSS_RULES, prefix='loss.')
+  if loss.name == 'attributes' and loss.get('weighting') == 'adaptive':
+    _check_rules(loss, ADAPTIVE_WEIGHTING_RULES, prefix='loss.',
+                 needed_by="loss.weighting='adaptive'")
+  if loss.name in objectives.METRIC_LEARNING and not config.data.get(
+      'identities_per_batch', 0):
+    raise ConfigError(
+        f'loss.name={loss.name!r} needs P x K batches: set '
+        'data.identities_per_batch (P) and data.images_per_identity (K) '
+        f'with P * K = batch_size ({config.batch_size})')
+  k = config.data.get('images_per_identity', 0)
+  if loss.name == 'lmle' and k < 4:
+    raise ConfigError('loss.name=lmle needs data.images_per_identity >= 4 '
+                      f'(two clusters with two images each per identity), '
+                      f'got {k}')
+  has_attributes = attribute_sources.is_attribute_dataset(config.data.source)
+  attribute_loss = loss.name in objectives.ATTRIBUTES
+  if attribute_loss and not has_attributes:
+    raise ConfigError(f'loss.name={loss.name!r} trains on attributes '
+                      f'but data.source={config.data.source!r} has none; use '
+                      'an attribute dataset (facejax.data.attribute_sources)')
+  if has_attributes and not attribute_loss:
+    raise ConfigError(f'data.source={config.data.source!r} is an attribute '
+                      f'dataset: use loss.name in {objectives.ATTRIBUTES}')
+
+
+def _check_optimizer(config):
+  """The optimizer builds (optim.build checks its names); the schedule
+  decays."""
+  try:
+    optim.build(config.optimizer, config.total_steps)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  c = config.optimizer
+  if (c.get('schedule', 'cosine') != 'constant'
+      and c.get('end_learning_rate', 0.0) > c.learning_rate):
+    raise ConfigError(f'optimizer.end_learning_rate must be <= '
+                      f'optimizer.learning_rate ({c.learning_rate}), got '
+                      f'{c.end_learning_rate}')
+
+
+def _check_eval(config):
+  if config.eval.get('every') and not config.eval.get('bin'):
+    _check_rules(config, (('eval.pairs', integer(MIN_EVAL_PAIRS)),),
+                 needed_by='eval.every > 0 without eval.bin')
+
+
+def _check_mesh(config, num_devices):
+  model_axis = model_axis_size(config, num_devices)
+  if model_axis < 1 or num_devices % model_axis:
+    raise ConfigError(f'mesh.model={model_axis} does not divide the '
+                      f'{num_devices} devices')
+
+
+def check_config(config, num_devices):
+  """Raises :class:`ConfigError` naming the key of the first bad value.
+
+  Checks the config alone (and that the paths it names exist), before any
+  data is read; :func:`check_source` checks it against the data.
+  """
+  _check_rules(config, CONFIG_RULES)
+  _check_batches(config, num_devices)
+  _check_mesh(config, num_devices)
+  _check_model(config)
+  _check_data(config)
+  _check_loss(config)
+  _check_optimizer(config)
+  _check_eval(config)
+  _check_init_from(config)
+
+
+def check_source(config, source):
+  """Raises :class:`ConfigError` where the config does not fit the opened
+  training ``source``: its classes, its size, its identities for P x K
+  batches, random access where the loss needs it."""
+  wanted = config.get('num_classes', 0)
+  if wanted and wanted != source.num_classes:
+    raise ConfigError(f'num_classes={wanted} but the data has '
+                      f'{source.num_classes} classes')
+  sequential = isinstance(source, sources.TFRecords)
+  p = config.data.get('identities_per_batch', 0)
+  if p and sequential:
+    raise ConfigError(f'data.identities_per_batch={p}: P x K batches need '
+                      f'random access to each identity\'s examples, which '
+                      f'{source} has not; use the image folder or .rec the '
+                      'TFRecords were made from')
+  if p:
+    eligible = int(np.sum(np.bincount(source.labels) >= 2))
+    if eligible < p:
+      raise ConfigError(f'data.identities_per_batch={p}: P x K batches need '
+                        f'{p} identities with >= 2 images, {source} has '
+                        f'{eligible}')
+  elif config.batch_size > source.num_examples:
+    raise ConfigError(f'batch_size={config.batch_size} is larger than the '
+                      f'{source.num_examples} examples of {source}')
+  if config.loss.name in ('lmle', 'lmle_attributes') and sequential:
+    raise ConfigError(f'loss.name={config.loss.name!r} looks every '
+                      f'example\'s cluster up by its index, which {source} '
+                      'has not; use the image folder or .rec the TFRecords '
+                      'were made from')
