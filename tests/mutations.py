@@ -104,3 +104,25 @@ def check_outcome(parse, path, errors, check=None):
   if check is not None:
     check(result)
   return 'ok'
+
+
+def fuzz(path, valid, parse, check=None, count=250, seed=14,
+         errors=(ValueError, FileNotFoundError)):
+  """Writes ``count`` mutants of ``valid`` (bytes) to ``path`` in turn; each
+  must pass :func:`check_outcome` with ``parse()``, and both outcomes must
+  occur (a parser that refuses everything, or accepts everything, fails)."""
+  outcomes = {'ok': 0, 'error': 0}
+  for mutant in mutants(valid, count, seed=seed):
+    with open(path, 'wb') as f:
+      f.write(mutant)
+    outcomes[check_outcome(parse, path, errors, check)] += 1
+  assert outcomes['ok'] and outcomes['error'], outcomes
+  return outcomes
+
+
+def stays_under_any_root(relative):
+  """True if ``relative`` joined to any folder stays inside it (lexically)."""
+  import os  # pylint: disable=g-import-not-at-top
+  normal = os.path.normpath(relative)
+  return (not os.path.isabs(relative) and not relative.startswith('~')
+          and normal != '.' and normal.split(os.sep)[0] != '..')

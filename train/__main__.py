@@ -21,6 +21,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from facejax.data import files
+from facejax.training import checkpoint
 from facejax.training import distributed
 from facejax.training import loop
 
@@ -70,6 +72,13 @@ def parse_flags(argv):
   sys.exit(2)
 
 
+def _is_tensorflow_data_error(error):
+  """A tensorflow error from the input pipeline (tensorflow is imported only
+  if the pipeline ran: never import it here)."""
+  tf = sys.modules.get('tensorflow')
+  return tf is not None and isinstance(error, tf.errors.OpError)
+
+
 def main(argv):
   del argv
   if not flags.FLAGS['verbosity'].present:  # orbax logs every file at INFO
@@ -78,8 +87,16 @@ def main(argv):
                          _PROCESS_ID.value)
   try:
     run = loop.train(_CONFIG.value, _WORKDIR.value)
-  except (loop.ConfigError, loop.NonFiniteLossError) as e:
+  except (loop.ConfigError, loop.NonFiniteLossError, files.DataFileError,
+          checkpoint.DamagedCheckpointError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
+    return 1
+  except Exception as e:  # pylint: disable=broad-except
+    if not _is_tensorflow_data_error(e):
+      raise
+    # A damaged file found while reading (a TFRecord shard whose CRC
+    # fails): tf.data's message names the file on its first line.
+    print(f'error: {str(e).strip().splitlines()[0]}', file=sys.stderr)
     return 1
   if run.history:
     print(f'done: {run.history[-1]}')

@@ -8,7 +8,6 @@ prepared from tiny copies of its original files
 (``test_tfds_sources.write_celeb_a``). Both lists are also fuzzed with
 seeded mutants of a valid file (tests/mutations.py).
 """
-import collections
 import os
 
 import numpy as np
@@ -274,25 +273,6 @@ def test_invalid_utf8_names_the_file_and_line(tmp_path, read, text, line):
     read(path)
 
 
-def fuzz(tmp_path, valid, parse, check, count=250):
-  """Seeded mutants of ``valid``: each parses and passes ``check``, or
-  raises a ValueError or FileNotFoundError naming the file; both happen."""
-  path = tmp_path / 'list.txt'
-  outcomes = collections.Counter()
-  for mutant in mutations.mutants(valid.encode(), count, seed=14):
-    path.write_bytes(mutant)
-    outcomes[mutations.check_outcome(lambda: parse(str(path)), path,
-                                     (ValueError, FileNotFoundError),
-                                     check)] += 1
-  assert outcomes['ok'] and outcomes['error'], outcomes
-
-
-def assert_stays_under_any_folder(name):
-  normal = os.path.normpath(name)
-  assert not os.path.isabs(name) and not name.startswith('~'), name
-  assert normal != '.' and normal.split(os.sep)[0] != '..', name
-
-
 def test_fuzzed_attribute_lists_parse_consistently_or_name_the_file(
     tmp_path):
   # 5 images of 3 attributes: small enough that a mutation often changes
@@ -309,9 +289,10 @@ def test_fuzzed_attribute_lists_parse_consistently_or_name_the_file(
     assert attributes.shape == (len(names), len(attribute_names))
     assert len(set(names)) == len(names)
     for name in names:
-      assert_stays_under_any_folder(name)
+      assert mutations.stays_under_any_root(name), name
 
-  fuzz(tmp_path, valid, celeba.read_attributes, check)
+  mutations.fuzz(tmp_path / 'list.txt', valid.encode(),
+                 lambda: celeba.read_attributes(str(tmp_path / 'list.txt')), check)
 
 
 def test_fuzzed_partition_lists_parse_consistently_or_name_the_file(
@@ -320,9 +301,11 @@ def test_fuzzed_partition_lists_parse_consistently_or_name_the_file(
   def check(split_of):
     assert set(split_of.values()) <= {0, 1, 2}
     for name in split_of:
-      assert_stays_under_any_folder(name)
+      assert mutations.stays_under_any_root(name), name
 
-  fuzz(tmp_path, partition_text(), celeba.read_partition, check)
+  mutations.fuzz(tmp_path / 'list.txt', partition_text().encode(),
+                 lambda: celeba.read_partition(str(tmp_path / 'list.txt')),
+                 check)
 
 
 # ----------------------------------------------------------------------------

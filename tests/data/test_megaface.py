@@ -6,7 +6,6 @@ floats), independently of :func:`facejax.data.megaface.write_feature`.
 The JSON lists and the feature files are also fuzzed with seeded mutants of
 a valid file (tests/mutations.py).
 """
-import collections
 import json
 import os
 import struct
@@ -264,18 +263,6 @@ def test_read_feature_refuses_a_folder(tmp_path):
     megaface.read_feature(tmp_path)
 
 
-def fuzz(path, valid, parse, check, count=250):
-  """Seeded mutants of ``valid``: each parses and passes ``check``, or
-  raises a ValueError or FileNotFoundError naming the file; both happen."""
-  outcomes = collections.Counter()
-  for mutant in mutations.mutants(valid, count, seed=14):
-    path.write_bytes(mutant)
-    outcomes[mutations.check_outcome(lambda: parse(path), path,
-                                     (ValueError, FileNotFoundError),
-                                     check)] += 1
-  assert outcomes['ok'] and outcomes['error'], outcomes
-
-
 def test_fuzzed_json_lists_parse_consistently_or_name_the_file(tmp_path):
   path = tmp_path / 'facescrub_features_list.json'
   megaface.write_image_list(path, [f'P_{k // 2}/P_{k // 2}_{k}.png'
@@ -294,7 +281,7 @@ def test_fuzzed_json_lists_parse_consistently_or_name_the_file(tmp_path):
                for i in ids) or all(isinstance(i, str) and i.strip()
                                     for i in ids)
 
-  fuzz(path, valid, megaface.read_probe_list, check)
+  mutations.fuzz(path, valid, lambda: megaface.read_probe_list(path), check)
 
 
 def test_fuzzed_feature_files_parse_consistently_or_name_the_file(tmp_path):
@@ -312,4 +299,4 @@ def test_fuzzed_feature_files_parse_consistently_or_name_the_file(tmp_path):
     assert np.all(np.isfinite(vector))
     assert os.path.getsize(path) == 16 + 4 * vector.size
 
-  fuzz(path, valid, megaface.read_feature, check)
+  mutations.fuzz(path, valid, lambda: megaface.read_feature(path), check)

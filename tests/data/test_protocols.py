@@ -6,7 +6,6 @@ folders; every malformed file must raise naming the file and the line.
 Both parsers are also fuzzed with seeded mutants of a valid file
 (tests/mutations.py).
 """
-import collections
 import os
 import subprocess
 import sys
@@ -193,26 +192,6 @@ def test_read_lfw_pairs_names_the_line_of_invalid_utf8(tmp_path):
     protocols.read_lfw_pairs(path)
 
 
-def fuzz(tmp_path, name, valid, parse, check, count=250):
-  """Seeded mutants of ``valid``: each parses and passes ``check``, or
-  raises a ValueError or FileNotFoundError naming the file; both happen."""
-  path = tmp_path / name
-  outcomes = collections.Counter()
-  for mutant in mutations.mutants(valid.encode(), count, seed=14):
-    path.write_bytes(mutant)
-    outcomes[mutations.check_outcome(lambda: parse(str(path)), path,
-                                     (ValueError, FileNotFoundError),
-                                     check)] += 1
-  assert outcomes['ok'] and outcomes['error'], outcomes
-
-
-def stays_under_any_root(relative):
-  """True if ``relative`` joined to any folder stays inside it (lexically)."""
-  normal = os.path.normpath(relative)
-  return (not os.path.isabs(relative) and not relative.startswith('~')
-          and normal != '.' and normal.split(os.sep)[0] != '..')
-
-
 def test_fuzzed_lfw_pairs_parse_consistently_or_name_the_file(tmp_path):
   root = str(tmp_path / 'lfw')
 
@@ -231,10 +210,12 @@ def test_fuzzed_lfw_pairs_parse_consistently_or_name_the_file(tmp_path):
         pairs.first, pairs.second, pairs.issame):
       assert number_a >= 1 and number_b >= 1 and (name_a == name_b) == same
     paths, _, _ = protocols.lfw_pair_paths(pairs, root, check_exists=False)
-    assert all(stays_under_any_root(os.path.relpath(p, root))
+    assert all(mutations.stays_under_any_root(os.path.relpath(p, root))
                for p in paths)
 
-  fuzz(tmp_path, 'pairs.txt', LFW_PAIRS, protocols.read_lfw_pairs, check)
+  path = tmp_path / 'pairs.txt'
+  mutations.fuzz(path, LFW_PAIRS.encode(),
+                 lambda: protocols.read_lfw_pairs(str(path)), check)
 
 
 # ----------------------------------------------------------------------------
@@ -378,9 +359,11 @@ def test_fuzzed_ytf_splits_parse_consistently_or_name_the_file(tmp_path):
     assert np.all(per_split == per_split[0])
     for video in first + second:
       person, number = video.split('/')
-      assert person and number.isdigit() and stays_under_any_root(video)
+      assert person and number.isdigit() and mutations.stays_under_any_root(video)
 
-  fuzz(tmp_path, 'splits.txt', valid, protocols.read_ytf_splits, check)
+  path = tmp_path / 'splits.txt'
+  mutations.fuzz(path, valid.encode(),
+                 lambda: protocols.read_ytf_splits(str(path)), check)
 
 
 def make_video(root, video, names):

@@ -284,3 +284,19 @@ def test_python_m_train_prints_one_error_line(flag, message, tmp_path):
   assert [line for line in result.stderr.splitlines()
           if line.startswith('error:')] == [message]
   assert not os.path.exists(tmp_path / 'run')
+
+
+def test_python_m_train_names_a_damaged_data_file_in_one_line(tmp_path):
+  records = tmp_path / 'records'
+  records.mkdir()
+  (records / 'dataset.json').write_text('{"shards": [')
+  result = subprocess.run(
+      [sys.executable, '-m', 'train', '--config',
+       'train/configs/default.py', '--workdir', str(tmp_path / 'run'),
+       f'--config.data.source={records}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 1
+  assert 'Traceback' not in result.stderr
+  errors = [line for line in result.stderr.splitlines()
+            if line.startswith('error:')]
+  assert len(errors) == 1 and 'dataset.json' in errors[0], result.stderr
