@@ -38,9 +38,10 @@ with ``B = global_batch_size / process_count``:
 
 Evaluation (:func:`eval_dataset`) reads every example exactly once, in order:
 process ``i`` reads the contiguous block ``[i N / n, (i + 1) N / n)``, padded
-to the same whole number of batches on every process; batches carry ``index`` (the example's position
-in the source, -1 for padding) and ``mask`` (False for padding and for an
-image that could not be decoded), so no example is lost or counted twice.
+to the same whole number of batches on every process; batches carry
+``index`` (the example's position in the source, -1 for padding) and
+``mask`` (False for padding and for an image that could not be decoded), so
+no example is lost or counted twice.
 
 To put the batches on devices as sharded ``jax.Array``s see
 :mod:`facejax.data.device`.
@@ -299,11 +300,12 @@ def _decode(example, image_size, align, max_pixels):
 
   if max_pixels is None:
     return _outcome(example, decoded(example['encoded']), True)
-  over = image_headers.declared_pixels(example['encoded'], example['declared']) > (
-      max_pixels)
+  over = image_headers.declared_pixels(
+      example['encoded'], example['declared']) > max_pixels
   # Over the limit, a black pixel is decoded instead: no tf.cond, whose
   # cost per image is more than the check's.
-  image = decoded(tf.where(over, image_headers.STAND_IN_IMAGE, example['encoded']))
+  image = decoded(tf.where(over, image_headers.STAND_IN_IMAGE,
+                           example['encoded']))
   return _outcome(example, image, tf.logical_not(over), over)
 
 

@@ -527,8 +527,8 @@ def count_tfrecords(path):
   the data and its CRC without reading them: one 12-byte read per record,
   never a payload. From the page cache that is about 2.5 microseconds per
   record (MS1MV2's 5.8M images: some 15 s, half of it the length's CRC in
-  python); on a network file system, one small read per record. The data's CRC is checked by tensorflow as the
-  record is read.
+  python); on a network file system, one small read per record. The data's
+  CRC is checked by tensorflow as the record is read.
 
   Raises:
     files.DataFileError: a damaged length (its CRC does not match) or a

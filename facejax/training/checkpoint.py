@@ -15,7 +15,7 @@ Checksums: ``save`` computes two 32-bit checksums of every array (on the
 devices, where the array lives: a position-weighted sum of its bits as
 32-bit words with odd weights, which changes with any single changed word,
 and a sum of a bijective mix of each word and its position, see
-:func:`array_checksums`) and stores them with the step, in the step
+:mod:`facejax.training.checksums`) and stores them with the step, in the step
 metadata orbax writes before it commits the step:
 ``<step>/_CHECKPOINT_METADATA``, JSON, under ``custom_metadata`` ->
 ``facejax_checksums`` -> tree path (``params/backbone/kernel``) -> ``dtype``,
@@ -92,11 +92,12 @@ import sys
 
 from etils import epath
 import jax
-from jax import lax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from facejax.training import checksums as checksums_lib
 
 _preservation = ocp.checkpoint_managers
 _BEST_MODES = ('max', 'min')
@@ -127,149 +128,6 @@ def _warn(message):
     print(f'checkpoints: {message}', file=sys.stderr, flush=True)
 
 
-# Checksums.
-
-_GOLDEN = 0x9E3779B9  # odd: multiplying by it permutes 32-bit words
-
-
-def _fmix32(h):
-  """MurmurHash3's finaliser: a bijection of uint32 words that mixes bits."""
-  h = h ^ (h >> 16)
-  h = h * np.uint32(0x85EBCA6B)
-  h = h ^ (h >> 13)
-  h = h * np.uint32(0xC2B2AE35)
-  return h ^ (h >> 16)
-
-
-def _device_words(x):
-  """The bits of ``x`` as uint32 words (one per element of up to 4 bytes,
-  two per 8-byte element, in memory order), inside ``jit``."""
-  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-    x = jax.random.key_data(x)
-  if jnp.issubdtype(x.dtype, jnp.complexfloating):
-    x = jnp.stack([x.real, x.imag], axis=-1)
-  if x.dtype == jnp.bool_:
-    x = x.astype(jnp.uint8)
-  unsigned = {1: jnp.uint8, 2: jnp.uint16}.get(x.dtype.itemsize, jnp.uint32)
-  return lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
-
-
-def _device_folds(x):
-  """(2,) uint32: the two checksums of one array, on its devices."""
-  words = _device_words(x)
-  # The row-major position of each word, as broadcast iotas (a reshape to
-  # 1-D would have to gather a sharded array).
-  position = jnp.zeros(words.shape, jnp.uint32)
-  stride = 1
-  for axis in reversed(range(words.ndim)):
-    position += (lax.broadcasted_iota(jnp.uint32, words.shape, axis)
-                 * np.uint32(stride % 2**32))
-    stride *= words.shape[axis]
-  weighted = jnp.sum((position * np.uint32(2) + np.uint32(1)) * words,
-                     dtype=jnp.uint32)
-  mixed = jnp.sum(_fmix32(words ^ (position * np.uint32(_GOLDEN))),
-                  dtype=jnp.uint32)
-  return jnp.stack([weighted, mixed])
-
-
-@jax.jit
-def _device_checksums(arrays):
-  """(len(arrays), 2) uint32, replicated: the checksums of each array."""
-  return jnp.stack([_device_folds(x) for x in arrays])
-
-
-def _host_folds(x):
-  """The two checksums of a numpy array, as :func:`_device_folds`."""
-  x = np.ascontiguousarray(x)
-  if np.iscomplexobj(x):
-    x = np.stack([x.real, x.imag], axis=-1)
-  if x.dtype == np.bool_:
-    x = x.astype(np.uint8)
-  unsigned = {1: np.uint8, 2: np.uint16}.get(x.dtype.itemsize, np.uint32)
-  words = np.ascontiguousarray(x).view(unsigned).astype(np.uint32).ravel()
-  position = np.arange(words.size, dtype=np.uint64).astype(np.uint32)
-  with np.errstate(over='ignore'):  # arithmetic modulo 2**32, as uint32
-    weighted = np.sum((position * np.uint32(2) + np.uint32(1)) * words,
-                      dtype=np.uint32)
-    mixed = np.sum(_fmix32(words ^ (position * np.uint32(_GOLDEN))),
-                   dtype=np.uint32)
-  return [int(weighted), int(mixed)]
-
-
-def _mesh_of(array):
-  """What a group of arrays checksummed in one ``jit`` call must share."""
-  sharding = array.sharding
-  if isinstance(sharding, jax.sharding.NamedSharding):
-    return sharding.mesh
-  return tuple(sorted(device.id for device in sharding.device_set))
-
-
-def _path_name(path):
-  return jax.tree_util.keystr(path, simple=True, separator='/')
-
-
-def _is_array(value):
-  return isinstance(value, (jax.Array, np.ndarray, np.generic))
-
-
-def array_checksums(tree):
-  """The checksum record of every leaf of ``tree``, by tree path.
-
-  Arrays: ``{'dtype', 'shape', 'checksums': [weighted, mixed]}``, both
-  uint32 as ints, equal for a ``jax.Array`` (computed on its devices,
-  whatever its sharding) and its numpy copy. Other leaves (Python scalars,
-  strings): ``{'value': leaf}``.
-  """
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  record, by_mesh = {}, {}
-  for path, leaf in leaves:
-    name = _path_name(path)
-    if isinstance(leaf, jax.Array):
-      by_mesh.setdefault(_mesh_of(leaf), []).append((name, leaf))
-    elif _is_array(leaf):
-      record[name] = _array_record(leaf, _host_folds(leaf))
-    else:
-      record[name] = {'value': leaf}
-  for group in by_mesh.values():
-    folds = _device_checksums([leaf for _, leaf in group])
-    # Replicated: this process's copy is the whole result.
-    folds = np.asarray(folds.addressable_data(0))
-    for (name, leaf), pair in zip(group, folds):
-      record[name] = _array_record(leaf, [int(pair[0]), int(pair[1])])
-  return record
-
-
-def _array_record(leaf, folds):
-  return {'dtype': str(leaf.dtype), 'shape': list(np.shape(leaf)),
-          'checksums': folds}
-
-
-def _same_value(a, b):
-  """Scalar equality as JSON sees it (NaN equals NaN)."""
-  if isinstance(a, np.ndarray) and a.ndim == 0:
-    a = a.item()
-  return json.dumps(a) == json.dumps(b)
-
-
-def _first_mismatch(record, expected):
-  """The first tree path whose checksums (or value) differ, or None."""
-  for name, got in record.items():
-    want = expected.get(name)
-    if want is None:
-      return name, 'has no checksum in the step metadata'
-    if 'value' in want:
-      if 'value' in got:
-        equal = _same_value(got['value'], want['value'])
-      else:  # read back as a 0-d array (e.g. without a restore target)
-        equal = got['shape'] == [] and _same_value(
-            got.get('scalar'), want['value'])
-      if not equal:
-        return name, 'differs from the value recorded at save time'
-    elif got.get('checksums') != want['checksums']:
-      return name, 'does not match its checksum'
-  return None
-
-
 # Step directories.
 
 
@@ -282,7 +140,8 @@ class StepInfo:
     path: the step directory.
     damage: None when complete, else (reason, slug).
     metrics: the saved metrics dict, or None.
-    checksums: the checksum record (see :func:`array_checksums`), or None
+    checksums: the checksum record (see
+      :func:`facejax.training.checksums.of_tree`), or None
       for a step saved without one.
   """
   step: int
@@ -521,12 +380,12 @@ class Checkpointer:
     metrics = _finite_metrics(metrics)
     if not force and not self._manager.should_save(step):
       return False
-    checksums = array_checksums(state)
+    record = checksums_lib.of_tree(state)
     saved = self._manager.save(
         step, args=ocp.args.PyTreeSave(state), metrics=metrics,
-        force=force, custom_metadata={CHECKSUMS_KEY: checksums})
+        force=force, custom_metadata={CHECKSUMS_KEY: record})
     if saved:
-      self._saved[step] = (metrics, checksums)
+      self._saved[step] = (metrics, record)
       self._in_flight = step
     return saved
 
@@ -650,7 +509,8 @@ class Checkpointer:
         raise  # the step reads back as saved: the target does not fit it
       raise self._damaged(step, *damage) from error
     if info.checksums is not None:
-      mismatch = _first_mismatch(array_checksums(restored), info.checksums)
+      mismatch = checksums_lib.first_mismatch(
+          checksums_lib.of_tree(restored), info.checksums)
       if mismatch:
         raise self._damaged(step, f'array {mismatch[0]} {mismatch[1]}',
                             'checksum-mismatch')
@@ -713,10 +573,10 @@ class Checkpointer:
     record = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(saved)[0]:
       leaf = np.asarray(leaf)
-      record[_path_name(path)] = dict(_array_record(leaf, _host_folds(leaf)),
-                                      scalar=leaf.item() if leaf.ndim == 0
-                                      else None)
-    mismatch = _first_mismatch(record, info.checksums)
+      record[checksums_lib.path_name(path)] = dict(
+          checksums_lib.array_record(leaf, checksums_lib.host_folds(leaf)),
+          scalar=leaf.item() if leaf.ndim == 0 else None)
+    mismatch = checksums_lib.first_mismatch(record, info.checksums)
     if mismatch:
       return f'array {mismatch[0]} {mismatch[1]}', 'checksum-mismatch'
     return None
@@ -765,8 +625,8 @@ def _in_saved_dtypes(wanted, checksums, path, step):
   Raises ValueError when a leaf's shape is not the saved one.
   """
   def leaf(key_path, value):
-    name = '/'.join([str(key) for key in path] + [_path_name(key_path)]
-                    ).strip('/')
+    name = '/'.join([str(key) for key in path]
+                    + [checksums_lib.path_name(key_path)]).strip('/')
     saved = checksums.get(name)
     if not isinstance(value, jax.ShapeDtypeStruct) or not saved or (
         'dtype' not in saved):
@@ -787,7 +647,7 @@ def _in_saved_dtypes(wanted, checksums, path, step):
 def _cast_like(restored, wanted):
   """Restored leaves in the dtypes of ``wanted`` (sharding kept)."""
   def cast(value, target):
-    if (_is_array(value) and hasattr(target, 'dtype')
+    if (checksums_lib.is_array(value) and hasattr(target, 'dtype')
         and value.dtype != target.dtype):
       return value.astype(target.dtype)
     return value
