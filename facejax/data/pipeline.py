@@ -209,19 +209,24 @@ def _identity_balanced(labels, seed, process, identities, images):
             j, order_seed, len(eligible) - 1)))
 
   def sample(step, classes):
-    classes = classes[process.index * local:(process.index + 1) * local]
+    rows = slice(process.index * local, (process.index + 1) * local)
+    classes = classes[rows]
     count = tf.gather(counts_t, classes)[:, None]  # (local, 1)
     slot = tf.range(images, dtype=tf.int64)[None, :]  # (1, K)
     slot_seed = _seed_pair(seed, _SAMPLE_STREAM, step)
     flat_count = tf.reshape(tf.broadcast_to(count, [local, images]), [-1])
     flat_slot = tf.reshape(tf.broadcast_to(slot, [local, images]), [-1])
-    # One permutation of each identity's images: seed (slot_seed, class).
-    # One permutation of each identity's images, seeded by (step, class).
-    # (The raw op: tf.random.experimental.index_shuffle pads a batch of
-    # seeds along the wrong axis in TF 2.21.)
-    seeds = tf.concat([
-        tf.broadcast_to(tf.cast(slot_seed, tf.int64), [local * images, 2]),
-        tf.repeat(classes, images)[:, None]], axis=1)
+    # One permutation of each identity's images, keyed by three full-range
+    # random words per row of the global batch (drawn from (seed, step)).
+    # Not (step seed, class): RandomIndexShuffle's permutations are far from
+    # uniform for such structured keys (with 4 images an identity, K = 2,
+    # one identity's last two images were drawn 9 times in 400). The raw op,
+    # because tf.random.experimental.index_shuffle pads a batch of seeds
+    # along the wrong axis in TF 2.21.
+    row_keys = tf.random.stateless_uniform(
+        [identities, 3], _seed_pair(seed, _SAMPLE_STREAM, step, 1),
+        minval=None, maxval=None, dtype=tf.int64)[rows]
+    seeds = tf.repeat(row_keys, images, axis=0)
     without = tf.raw_ops.RandomIndexShuffle(
         index=tf.minimum(flat_slot, flat_count - 1), seed=seeds,
         max_index=flat_count - 1, rounds=4)
@@ -242,7 +247,6 @@ def _identity_balanced(labels, seed, process, identities, images):
   return batches.flat_map(sample)
 
 
-# ---------------------------------------------------------------------------
 # ---------------------------------------------------------------------------
 # Decoding and preprocessing
 

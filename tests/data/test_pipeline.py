@@ -173,6 +173,22 @@ def test_identity_balanced_batches_split_over_processes(memory_source):
     assert (labels.reshape(4, 2) == labels.reshape(4, 2)[:, :1]).all()
 
 
+@pytest.mark.parametrize('process', [one(), one(1, 2)])
+def test_identity_balanced_draws_each_image_equally_often(process):
+  # Two identities of four images, P = 2, K = 2: every batch holds both
+  # identities, two images of each drawn without replacement, so each image
+  # is drawn in half the batches (400 +- 40 at four standard deviations
+  # over 800 batches; one identity's last two images once came up 9 times).
+  labels = np.repeat(np.arange(2), 4)
+  drawn = collections.Counter()
+  stream = pipeline._identity_balanced(labels, 1, process, 2, 2)
+  for example in stream.take(800 * 4 // process.count).as_numpy_iterator():
+    drawn[int(example['index'])] += 1
+  expected = 400 // process.count
+  assert all(abs(drawn[i] - expected) <= 40
+             for i in range(8)), sorted(drawn.items())
+
+
 def test_identity_balanced_needs_enough_identities():
   images, labels = image_fixtures.in_memory_images([3, 1, 2])
   source = sources.InMemory(images, labels)
