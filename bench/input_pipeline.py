@@ -65,10 +65,12 @@ def write_sources(directory, num_images, images_per_identity=20):
   return made
 
 
-def images_per_second(source, augmentation, seconds):
+def images_per_second(source, augmentation, seconds,
+                      max_pixels=pipeline.DEFAULT_MAX_PIXELS):
   dataset = pipeline.train_dataset(
       source, BATCH, seed=0, augmentation=augmentation,
-      process=pipeline.ProcessShard(), deterministic=False)
+      process=pipeline.ProcessShard(), deterministic=False,
+      max_pixels=max_pixels)
   iterator = iter(dataset)
   for _ in range(3):  # warm-up: tracing, thread pools, autotuning
     next(iterator)
