@@ -220,7 +220,8 @@ def _identity_balanced(labels, seed, process, identities, images):
     # random words per row of the global batch (drawn from (seed, step)).
     # Not (step seed, class): RandomIndexShuffle's permutations are far from
     # uniform for such structured keys (with 4 images an identity, K = 2,
-    # one identity's last two images were drawn 9 times in 400). The raw op,
+    # one identity's last two images were drawn 5 and 4 times in 200
+    # batches, not about 100 times each). The raw op,
     # because tf.random.experimental.index_shuffle pads a batch of seeds
     # along the wrong axis in TF 2.21.
     row_keys = tf.random.stateless_uniform(

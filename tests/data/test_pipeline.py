@@ -178,7 +178,8 @@ def test_identity_balanced_draws_each_image_equally_often(process):
   # Two identities of four images, P = 2, K = 2: every batch holds both
   # identities, two images of each drawn without replacement, so each image
   # is drawn in half the batches (400 +- 40 at four standard deviations
-  # over 800 batches; one identity's last two images once came up 9 times).
+  # over 800 batches; with the old keys one identity's last two images came
+  # up 5 and 4 times in 200 batches).
   labels = np.repeat(np.arange(2), 4)
   drawn = collections.Counter()
   stream = pipeline._identity_balanced(labels, 1, process, 2, 2)
