@@ -484,56 +484,6 @@ def train_dataset(source, global_batch_size, *, seed=0, image_size=None,
   return _options(batches.prefetch(AUTOTUNE), deterministic)
 
 
-def _checked_shard(path, expected):
-  """The serialized records of one shard; a damaged shard is an error naming it.
-
-  tf.data's TFRecord reader reports a CRC mismatch or a truncated record as
-  a DataLossError that gives an offset but not the file. So its errors are
-  dropped here (it gives up on the file at the first one) and the records
-  counted instead: when a shard's readable records are not the ``expected``
-  number its manifest lists, the pipeline stops with an error naming it.
-  """
-  tf = _tf()
-  records = tf.data.TFRecordDataset(path).ignore_errors()
-  end = tf.data.Dataset.from_tensors((tf.constant(b''), tf.constant(False)))
-  counted = records.map(lambda record: (record, tf.constant(True)))
-  counted = counted.concatenate(end).enumerate()
-
-  def intact(position, record_and_real):
-    real = record_and_real[1]
-    complete = tf.logical_or(real, tf.equal(position, expected))
-    message = tf.strings.join([
-        path, ': damaged TFRecord shard: ', tf.strings.as_string(position),
-        ' readable records where ', sources.MANIFEST, ' lists ',
-        tf.strings.as_string(expected), ' (a CRC mismatch or a truncated '
-        'record ends the readable part); convert the data again or restore '
-        'the file'])
-    with tf.control_dependencies([tf.debugging.Assert(complete, [message])]):
-      return tf.identity(real)
-
-  return counted.filter(intact).map(lambda _, pair: pair[0])
-
-
-def _shard_examples(source, paths, counts, parallel_reads=None):
-  """The parsed examples of TFRecord shards (``paths``, with the example
-  ``counts`` the manifest lists), read through :func:`_checked_shard`.
-
-  With ``parallel_reads``, that many files are read at once and their
-  examples interleaved (deterministically); without, file after file.
-  """
-  tf = _tf()
-  files = tf.data.Dataset.from_tensor_slices((paths, counts))
-
-  def read_file(path, count):
-    return _checked_shard(path, count).map(
-        lambda serialized: source.parse(serialized, path))
-
-  if not parallel_reads:
-    return files.flat_map(read_file)
-  return files.interleave(read_file, cycle_length=parallel_reads,
-                          num_parallel_calls=AUTOTUNE, deterministic=True)
-
-
 def _tfrecord_train_examples(source, seed, process, shuffle_buffer):
   """TFRecords: files shuffled per epoch, sharded by file or by example."""
   tf = _tf()
@@ -551,8 +501,7 @@ def _tfrecord_train_examples(source, seed, process, shuffle_buffer):
     if by_file:
       files = files[process.index::process.count]
       sizes = sizes[process.index::process.count]
-    records = _shard_examples(source, files, sizes,
-                              parallel_reads=min(num_files, 16))
+    records = source.records(files, sizes, parallel_reads=min(num_files, 16))
     if not by_file:
       records = records.shard(process.count, process.index)
     buffer_seed = tf.cast(_seed_pair(seed, _ORDER_STREAM, epoch)[0],
@@ -602,8 +551,8 @@ def eval_dataset(source, global_batch_size, *, image_size=None, align=None,
   real = stop - start
   per_process = -(-(-(-total // process.count)) // batch) * batch
   if isinstance(source, sources.TFRecords):
-    examples = _shard_examples(
-        source, [s.path for s in source.shards],
+    examples = source.records(
+        [s.path for s in source.shards],
         np.array([s.num_examples for s in source.shards], np.int64))
     examples = examples.skip(start).take(real)
     examples = examples.enumerate(start).map(

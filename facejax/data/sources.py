@@ -205,7 +205,7 @@ def _image_files(folder):
   ``x.jpg`` or a link whose target is gone would stop the pipeline when
   read, so they are returned apart, to be left out and reported.
   """
-  files, not_files = [], []
+  images, not_files = [], []
   with os.scandir(folder) as entries:
     for entry in entries:
       if (entry.name.startswith('.')
@@ -215,8 +215,8 @@ def _image_files(folder):
         regular = entry.is_file()  # follows links; False when dangling
       except OSError:  # a link loop, or a target we may not look at
         regular = False
-      (files if regular else not_files).append(entry.name)
-  return sorted(files), sorted(not_files)
+      (images if regular else not_files).append(entry.name)
+  return sorted(images), sorted(not_files)
 
 
 class ImageFolder(ImageFiles):
@@ -252,16 +252,16 @@ class ImageFolder(ImageFiles):
     relative_paths, labels, left_out = [], [], []
     for label, name in enumerate(names):
       folder = os.path.join(self.root, name)
-      files, not_files = _image_files(folder)
+      images, not_files = _image_files(folder)
       left_out.extend(os.path.join(name, f) for f in not_files)
-      if not files:
+      if not images:
         also = (f'; {len(not_files)} entries named like images are not '
                 'files' if not_files else '')
         raise ValueError(
             f'{folder}: identity folder has no images (extensions '
             f'{", ".join(IMAGE_EXTENSIONS)}{also}); remove it or add images')
-      relative_paths.extend(os.path.join(name, f) for f in files)
-      labels.extend([label] * len(files))
+      relative_paths.extend(os.path.join(name, f) for f in images)
+      labels.extend([label] * len(images))
     self.left_out = tuple(left_out)
     self.relative_paths = np.array(relative_paths)
     super().__init__(
@@ -301,7 +301,6 @@ def read_landmarks(path, relative_paths):
       named twice (both lines named: which one holds is unknowable), an
       image with no line, a folder or bytes that are not UTF-8.
   """
-  from facejax.data import files  # pylint: disable=g-import-not-at-top
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path}: landmarks file not found')
@@ -784,22 +783,62 @@ class TFRecords:
                 landmarks=tf.reshape(features[FEATURE_LANDMARKS],
                                      [NUM_LANDMARKS, 2]))
 
-  def records(self, shard_paths, parallel_reads=None):
-    """The parsed examples of the given shards (a list or a string tensor).
+  def records(self, shard_paths, counts, parallel_reads=None):
+    """The parsed examples of the given shards, each checked to be intact.
 
-    With ``parallel_reads``, that many files are read at once and their
-    examples interleaved (deterministically); without, file after file.
+    Args:
+      shard_paths: the shards' paths (a list or a string tensor).
+      counts: the number of records each holds, as the manifest lists them
+        (int64, same length).
+      parallel_reads: read that many files at once and interleave their
+        examples (deterministically); None: file after file.
+
+    A shard whose readable records are not its count (a CRC mismatch or a
+    truncated record ends what tensorflow can read) stops the pipeline with
+    an error naming it: see :func:`_intact_records`.
     """
     tf = _tf()
-    paths = tf.data.Dataset.from_tensor_slices(shard_paths)
-    def read_file(path):
-      return tf.data.TFRecordDataset(path).map(
+    paths = tf.data.Dataset.from_tensor_slices((shard_paths, counts))
+
+    def read_file(path, count):
+      return _intact_records(path, count).map(
           lambda serialized: self.parse(serialized, path))
+
     if not parallel_reads:
       return paths.flat_map(read_file)
     return paths.interleave(read_file, cycle_length=parallel_reads,
                             num_parallel_calls=tf.data.AUTOTUNE,
                             deterministic=True)
+
+
+def _intact_records(path, expected):
+  """The serialized records of one shard; a damaged shard is an error naming it.
+
+  tf.data's TFRecord reader reports a CRC mismatch or a truncated record as
+  a DataLossError that gives an offset but not the file. So its errors are
+  dropped here (it gives up on the file at the first one) and the records
+  counted instead: when a shard's readable records are not the ``expected``
+  number its manifest lists, the pipeline stops with an error naming it.
+  """
+  tf = _tf()
+  records = tf.data.TFRecordDataset(path).ignore_errors()
+  end = tf.data.Dataset.from_tensors((tf.constant(b''), tf.constant(False)))
+  counted = records.map(lambda record: (record, tf.constant(True)))
+  counted = counted.concatenate(end).enumerate()
+
+  def intact(position, record_and_real):
+    real = record_and_real[1]
+    complete = tf.logical_or(real, tf.equal(position, expected))
+    message = tf.strings.join([
+        path, ': damaged TFRecord shard: ', tf.strings.as_string(position),
+        ' readable records where ', MANIFEST, ' lists ',
+        tf.strings.as_string(expected), ' (a CRC mismatch or a truncated '
+        'record ends the readable part); convert the data again or restore '
+        'the file'])
+    with tf.control_dependencies([tf.debugging.Assert(complete, [message])]):
+      return tf.identity(real)
+
+  return counted.filter(intact).map(lambda _, pair: pair[0])
 
 
 def open_source(spec, landmarks_file=None):
