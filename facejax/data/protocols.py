@@ -84,16 +84,6 @@ class YtfSplits(NamedTuple):
   line_numbers: np.ndarray
 
 
-def _read_lines(path):
-  """[(line number, text)] of the non-blank lines, 1-based.
-
-  Raises:
-    FileNotFoundError: no such file.
-    facejax.data.files.DataFileError: a folder, or not UTF-8 (line named).
-  """
-  return files.read_text_lines(path)
-
-
 def _natural_number(field, path, line_number, what):
   if not _DIGITS.fullmatch(field):
     raise ValueError(f'{path}, line {line_number}: {what} must be a '
@@ -116,7 +106,7 @@ def read_lfw_pairs(path):
     path); more or fewer pair lines than the header announces.
     FileNotFoundError: no such file.
   """
-  lines = _read_lines(path)
+  lines = files.read_text_lines(path)
   if not lines:
     raise ValueError(f'{path}: empty; expected a header line '
                      f'"<folds> <pairs per fold>" or "<pairs>"')
@@ -268,7 +258,7 @@ def read_ytf_splits(path):
     the frame root: ``..``, an absolute path); FileNotFoundError: no such
     file.
   """
-  lines = _read_lines(path)
+  lines = files.read_text_lines(path)
   if not lines:
     raise ValueError(f'{path}: empty; expected the header {_YTF_HEADER}')
   header_line, header = lines[0]

@@ -303,8 +303,7 @@ def open_checkpoints(config, workdir):
       keep_last=config.get('keep_last', 2),
       keep_best=1 if config.eval.get('every') else 0,
       best_metric='verification_accuracy',
-      max_lag_steps=max(1, config.checkpoint_every // 2),
-      report=lambda message: _note(f'checkpoints: {message}'))
+      max_lag_steps=max(1, config.checkpoint_every // 2))
 
 
 def local_copy(tree):

@@ -71,8 +71,8 @@ def drop_records_after(path, step):
     return 0
   with open(path, encoding='utf-8') as f:
     lines = f.read().splitlines()
-  kept = [line for line in lines if _record_step(line) is not None
-          and _record_step(line) <= step]
+  kept = [line for line in lines
+          if (recorded := _record_step(line)) is not None and recorded <= step]
   if len(kept) == len(lines):
     return 0
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
