@@ -95,12 +95,18 @@ def _reader(source):
   raise TypeError(f'cannot convert {source!r}: not a random-access source')
 
 
-def _decodes(tf, encoded, max_pixels):
-  """Whether ``encoded`` decodes, its header read first: an image declaring
-  more than ``max_pixels`` (a decompression bomb) is not decoded."""
+# Images whose headers are read together (image_headers.pixels is per batch).
+_HEADER_CHUNK = 256
+
+
+def _decodes(tf, encoded, declared, max_pixels):
+  """Whether ``encoded`` decodes, its header (``declared`` pixels, see
+  :func:`image_headers.pixels`) read first: an image declaring more than
+  ``max_pixels`` (a decompression bomb) is not decoded."""
+  if declared == image_headers.UNREADABLE or (
+      max_pixels and declared > max_pixels):
+    return False
   try:
-    if max_pixels and image_headers.pixels(encoded) > max_pixels:
-      return False
     tf.io.decode_image(encoded, channels=3, expand_animations=False)
     return True
   except (tf.errors.InvalidArgumentError, tf.errors.UnknownError,
@@ -189,16 +195,20 @@ def convert(source, destination, num_shards, seed=0, validate=True,
     path = os.path.join(destination, name)
     written, skipped = 0, []
     with tf.io.TFRecordWriter(path + '.tmp') as writer:
-      for index in indices:
-        encoded = read(int(index))
-        if validate and not _decodes(tf, encoded, max_pixels):
-          skipped.append(keys[index])
+      for chunk in np.array_split(
+          indices, max(1, -(-len(indices) // _HEADER_CHUNK))):
+        encoded_chunk = [read(int(index)) for index in chunk]
+        declared = (image_headers.pixels(encoded_chunk) if validate
+                    else [None] * len(chunk))
+        for index, encoded, pixels in zip(chunk, encoded_chunk, declared):
+          if validate and not _decodes(tf, encoded, pixels, max_pixels):
+            skipped.append(keys[index])
+            progress.advance()
+            continue
+          writer.write(_example(tf, encoded, source, int(index),
+                                keys[index]).SerializeToString())
+          written += 1
           progress.advance()
-          continue
-        writer.write(_example(tf, encoded, source, int(index),
-                              keys[index]).SerializeToString())
-        written += 1
-        progress.advance()
     os.replace(path + '.tmp', path)
     manifest['shards'].append(dict(file=name, num_examples=written,
                                    skipped=len(skipped)))

@@ -287,16 +287,51 @@ def declared_pixels(encoded, declared):
   return tf.where(is_jpeg, shape[0] * shape[1], declared)
 
 
-def pixels(encoded):
-  """The pixels one encoded image (bytes) declares, eagerly: -1 for none.
+# What :func:`pixels` gives a JPEG whose frame header libjpeg cannot read
+# (decoding it fails the same way).
+UNREADABLE = -3
+_PIXELS_FUNCTION = []  # the traced function of pixels(), made on first use
 
-  For code outside tf.data (the TFRecords converter's validation pass).
 
-  Raises:
-    tensorflow.errors.InvalidArgumentError: a JPEG whose frame header
-      libjpeg cannot read (decoding it would fail the same way).
+def _pixels_function():
+  """:func:`batch_declared_pixels` then :func:`declared_pixels` of a batch
+  of images, as one ``tf.function`` traced once. Run eagerly op by op for
+  one image they cost some 1.8 ms, 18 times a 112x112 decode; traced, over
+  a batch of 256, about 15 us an image."""
+  if not _PIXELS_FUNCTION:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def run(encoded):
+      declared = batch_declared_pixels(encoded)
+      return tf.map_fn(lambda pair: declared_pixels(*pair),
+                       (encoded, declared), fn_output_signature=tf.int64)
+
+    _PIXELS_FUNCTION.append(run)
+  return _PIXELS_FUNCTION[0]
+
+
+def pixels(encoded_images):
+  """(N,) int64: the pixels each encoded image (bytes) declares.
+
+  For code outside tf.data (the TFRecords converter's validation pass,
+  ``.bin`` verification sets): give it many images at once. -1 for an
+  image no format claims, :data:`UNREADABLE` for a JPEG whose frame header
+  libjpeg cannot read.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  encoded = tf.constant(encoded, tf.string)
-  declared = batch_declared_pixels(encoded[None])[0]
-  return int(declared_pixels(encoded, declared))
+  encoded_images = list(encoded_images)
+  if not encoded_images:
+    return np.zeros(0, np.int64)
+  run = _pixels_function()
+  try:
+    return run(tf.constant(encoded_images, tf.string)).numpy()
+  except tf.errors.InvalidArgumentError:
+    pass  # one unreadable JPEG fails the batch: again one image at a time
+  declared = []
+  for data in encoded_images:
+    try:
+      declared.append(int(run(tf.constant([data], tf.string)).numpy()[0]))
+    except tf.errors.InvalidArgumentError:
+      declared.append(UNREADABLE)
+  return np.array(declared, np.int64)

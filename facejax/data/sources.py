@@ -453,10 +453,11 @@ def verification_bin(path):
   """
   tf = _tf()
   encoded, issame = insightface.load_bin(path)
+  declared = image_headers.pixels(encoded)
   images = []
   for position, data in enumerate(encoded):
     try:
-      if image_headers.pixels(data) > image_headers.DEFAULT_MAX_PIXELS:
+      if declared[position] > image_headers.DEFAULT_MAX_PIXELS:
         raise ValueError('its header declares more than '
                          f'{image_headers.DEFAULT_MAX_PIXELS:,} pixels')
       images.append(tf.io.decode_image(data, channels=3,
