@@ -7,6 +7,7 @@ absolute path and invalid UTF-8) and checks that the parser either succeeds
 with a result that passes the test's own check, or raises the documented
 error type with the file named in the message: :func:`check_outcome`.
 """
+import os
 import random
 
 ODD_TOKENS = ('-1', '0', 'nan', 'NaN', 'inf', '-inf', '1e309', '2e9',
@@ -94,7 +95,6 @@ def check_outcome(parse, path, errors, check=None):
   Returns:
     'ok' or 'error', for the caller's tally.
   """
-  import os  # pylint: disable=g-import-not-at-top
   try:
     result = parse()
   except errors as error:
@@ -122,7 +122,6 @@ def fuzz(path, valid, parse, check=None, count=250, seed=14,
 
 def stays_under_any_root(relative):
   """True if ``relative`` joined to any folder stays inside it (lexically)."""
-  import os  # pylint: disable=g-import-not-at-top
   normal = os.path.normpath(relative)
   return (not os.path.isabs(relative) and not relative.startswith('~')
           and normal != '.' and normal.split(os.sep)[0] != '..')
