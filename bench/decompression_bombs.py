@@ -15,7 +15,10 @@ skipped, as a markdown table with ``--markdown``.
 Then the cost of the limit (reading every header before decoding): the
 training pipeline's images/s over the clean folder (112x112 PNGs), with the
 default limit and with none, alternated ``--rounds`` times for
-``--seconds`` each in this one process, and their ratio.
+``--seconds`` each in this one process, and their ratio; and the host-side
+check the converter and ``.bin`` sets use (``image_headers.pixels`` over
+the folder's files as one batch) in microseconds per image, next to an
+eager decode of the same files.
 """
 
 import argparse
@@ -64,6 +67,29 @@ def header_check_cost(folder, seconds, rounds):
   return rates
 
 
+def host_header_cost(folder, repeats=5):
+  """(us per image of image_headers.pixels on a batch, of an eager decode)."""
+  import time  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from facejax.data import image_headers  # pylint: disable=g-import-not-at-top
+  encoded = []
+  for identity in sorted(os.listdir(folder)):
+    for name in sorted(os.listdir(os.path.join(folder, identity))):
+      with open(os.path.join(folder, identity, name), 'rb') as f:
+        encoded.append(f.read())
+  image_headers.pixels(encoded)  # traced once
+  start = time.perf_counter()
+  for _ in range(repeats):
+    image_headers.pixels(encoded)
+  headers = (time.perf_counter() - start) / (repeats * len(encoded))
+  start = time.perf_counter()
+  for _ in range(repeats):
+    for data in encoded:
+      tf.io.decode_image(data, channels=3, expand_animations=False)
+  decode = (time.perf_counter() - start) / (repeats * len(encoded))
+  return headers * 1e6, decode * 1e6
+
+
 def one_epoch(folder, limit):
   """Child process: one epoch of the training pipeline; prints the result."""
   from facejax.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -103,6 +129,7 @@ def main(argv=None):
       rows.append((name, out[-2], out[-1]))
     rates = header_check_cost(os.path.join(root, 'clean'), args.seconds,
                               args.rounds)
+    host = host_header_cost(os.path.join(root, 'clean'))
   print(f'{args.bombs} PNGs of {args.side} x {args.side} ({size / 1e3:.0f} KB '
         'each) among 128 faces; one epoch of the training pipeline, batch 16')
   if args.markdown:
@@ -116,6 +143,8 @@ def main(argv=None):
   print(f'\nclean PNG folder, batch {input_pipeline.BATCH}: {limit:,.0f} img/s '
         f'with the default limit, {none:,.0f} without; ratio '
         f'{limit / none:.3f} (rounds: {rates})')
+  print(f'host-side header check (image_headers.pixels, one batch): '
+        f'{host[0]:.1f} us an image; eager decode: {host[1]:.1f} us')
   return 0
 
 

@@ -16,3 +16,6 @@ def test_folders_epoch_and_rates_at_tiny_sizes(tmp_path, capsys):
                                                 seconds=0.2, rounds=1)
   assert set(rates) == {'limit', 'none'}
   assert all(len(r) == 1 and r[0] > 0 for r in rates.values())
+  headers_us, decode_us = decompression_bombs.host_header_cost(
+      str(tmp_path / 'clean'), repeats=1)
+  assert headers_us > 0 and decode_us > 0

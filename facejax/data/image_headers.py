@@ -295,9 +295,9 @@ _PIXELS_FUNCTION = []  # the traced function of pixels(), made on first use
 
 def _pixels_function():
   """:func:`batch_declared_pixels` then :func:`declared_pixels` of a batch
-  of images, as one ``tf.function`` traced once. Run eagerly op by op for
-  one image they cost some 1.8 ms, 18 times a 112x112 decode; traced, over
-  a batch of 256, about 15 us an image."""
+  of images, as one ``tf.function`` traced once: run eagerly op by op, one
+  image at a time, they would cost several times a decode
+  (``python -m bench.decompression_bombs`` times the batched form)."""
   if not _PIXELS_FUNCTION:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
