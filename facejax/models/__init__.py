@@ -18,6 +18,15 @@ _MODELS = {
     'iresnet100': ('iresnet', 'IResNet', {'stage_units': (3, 13, 30, 3)}),
     'iresnet200': ('iresnet', 'IResNet', {'stage_units': (6, 26, 60, 6)}),
     'mobilefacenet': ('mobilefacenet', 'MobileFaceNet', {}),
+    # insightface's "mbf" (arcface_torch get_mbf: scale 2, blocks
+    # (1, 4, 6, 2)), the zoo's MobileFaceNet: channels doubled while the
+    # hidden widths stay 128/256/512, so the expansions become 1 or 2; a
+    # grouped (not depthwise) second stem conv and a learned output scale.
+    'mobilefacenet_mbf': ('mobilefacenet', 'MobileFaceNet', {
+        'stem_features': 128, 'stem_groups': 64,
+        'bottlenecks': ((1, 128, 5, 2), (2, 256, 1, 2), (1, 256, 6, 1),
+                        (2, 256, 1, 2), (1, 256, 2, 1)),
+        'output_norm_scale': True}),
     'sphereface20': ('sphereface_net', 'SphereFaceNet', {'depth': 20}),
     'center_loss_cnn': ('center_loss_cnn', 'CenterLossCNN', {}),
     'deepid2': ('deepid2', 'DeepID2Net', {}),

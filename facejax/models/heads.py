@@ -20,13 +20,16 @@ class EmbeddingHead(nn.Module):
     embedding_dim: size of the embedding.
     input_norm: batch-norm the feature map first.
     dropout_rate: dropout before the dense layer (train mode only).
-    output_norm: batch-norm the embedding (without a learned scale).
+    output_norm: batch-norm the embedding.
+    output_norm_scale: give that batch norm a learned scale (insightface's
+      MobileFaceNet learns it; IResNet's is fixed at 1, i.e. absent).
     use_bias: bias in the dense layer (redundant before an output norm).
   """
   embedding_dim: int = 512
   input_norm: bool = True
   dropout_rate: float = 0.0
   output_norm: bool = True
+  output_norm_scale: bool = False
   use_bias: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -45,6 +48,6 @@ class EmbeddingHead(nn.Module):
                          name='dense')(features)
     if self.output_norm:
       embedding = layers.batch_norm(train, self.dtype, self.param_dtype,
-                                    use_scale=False,
+                                    use_scale=self.output_norm_scale,
                                     name='output_norm')(embedding)
     return embedding.astype(jnp.float32)

@@ -66,12 +66,19 @@ class MobileFaceNet(nn.Module):
     embedding_dim: 512 by default (the paper's is 128).
     bottlenecks: (t, c, n, s) rows, as ``PAPER_BOTTLENECKS``.
     stem_features: channels of the first conv and the depthwise conv after it.
+    stem_groups: groups of that second conv; 0: ``stem_features`` (a
+      depthwise conv, as in the paper). insightface's "mbf" uses 64 groups
+      on 128 channels (``facejax.models.get('mobilefacenet_mbf')``).
     expanded_features: channels of the 1x1 conv before the GDConv.
+    output_norm_scale: a learned scale in the embedding's batch norm (as
+      insightface's MobileFaceNet has; the paper's net has none).
   """
   embedding_dim: int = 512
   bottlenecks: Sequence[Tuple[int, int, int, int]] = PAPER_BOTTLENECKS
   stem_features: int = 64
+  stem_groups: int = 0
   expanded_features: int = 512
+  output_norm_scale: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -81,7 +88,8 @@ class MobileFaceNet(nn.Module):
         *args, dtype=self.dtype, param_dtype=self.param_dtype, **kwargs)
     x = images.astype(self.dtype)
     x = block(self.stem_features, 3, 2, name='stem')(x, train)
-    x = block(self.stem_features, 3, groups=self.stem_features,
+    x = block(self.stem_features, 3,
+              groups=self.stem_groups or self.stem_features,
               name='stem_depthwise')(x, train)
     for row, (expansion, features, repeats, stride) in enumerate(
         self.bottlenecks):
@@ -98,5 +106,5 @@ class MobileFaceNet(nn.Module):
               padding=0, activation=False, name='gdconv')(x, train)
     return heads.EmbeddingHead(
         self.embedding_dim, input_norm=False, output_norm=True,
-        use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-        name='head')(x, train)
+        output_norm_scale=self.output_norm_scale, use_bias=False,
+        dtype=self.dtype, param_dtype=self.param_dtype, name='head')(x, train)
