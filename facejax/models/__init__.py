@@ -12,6 +12,9 @@ are imported only when asked for.
 import importlib
 
 _MODELS = {
+    # The family with IResNet-50's units by default; give stage_units for
+    # other depths (an imported checkpoint of an unlisted depth gets this).
+    'iresnet': ('iresnet', 'IResNet', {}),
     'iresnet18': ('iresnet', 'IResNet', {'stage_units': (2, 2, 2, 2)}),
     'iresnet34': ('iresnet', 'IResNet', {'stage_units': (3, 4, 6, 3)}),
     'iresnet50': ('iresnet', 'IResNet', {'stage_units': (3, 4, 14, 3)}),
