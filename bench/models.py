@@ -23,6 +23,8 @@ ROWS = (
     ('mobilefacenet', {}, (112, 112), 'Chen et al., MobileFaceNets, 2018'),
     ('mobilefacenet', {'embedding_dim': 128}, (112, 112),
      'Chen et al., MobileFaceNets, 2018'),
+    ('mobilefacenet_mbf', {}, (112, 112),
+     "insightface's MBF (arcface_torch get_mbf, scale 2)"),
     ('sphereface20', {}, (112, 96), 'Liu et al., SphereFace, CVPR 2017'),
     ('center_loss_cnn', {}, (112, 96), 'Wen et al., center loss, ECCV 2016'),
     ('deepid2', {}, (55, 47), 'Sun et al., DeepID2, NIPS 2014'),

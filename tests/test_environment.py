@@ -33,3 +33,18 @@ def test_core_imports_do_not_import_tensorflow():
       "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'",
   ])
   subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def test_interop_imports_no_optional_dependency():
+  # onnx, onnxruntime and PyTorch are optional: each is imported by the
+  # function that needs it, never by importing facejax.interop.
+  code = '\n'.join([
+      'import sys',
+      'import facejax.interop',
+      'from facejax.interop import arcface_torch, importers, onnx_export',
+      'from facejax.interop import onnx_import, torch_files, workdir',
+      'from facejax.interop import __main__',
+      "for name in ('torch', 'onnx', 'onnxruntime', 'tensorflow'):",
+      "  assert name not in sys.modules, f'{name} was imported'",
+  ])
+  subprocess.run([sys.executable, '-c', code], check=True)

@@ -133,3 +133,26 @@ def test_bfloat16_compute_is_a_choice(released, tmp_path):
   assert loop.load_config(workdir).compute_dtype == 'bfloat16'
   assert jax.tree.leaves(inference.Embedder.from_workdir(
       workdir).variables)[0].dtype == np.float32  # weights stay float32
+
+
+def test_export_onnx_of_an_imported_run_equals_pytorch(released, tmp_path,
+                                                       capsys):
+  onnxruntime = pytest.importorskip('onnxruntime')
+  net, _, workdir = released
+  out = str(tmp_path / 'model.onnx')
+  assert cli.main(['export-onnx', '--checkpoint', workdir, '--out', out]) == 0
+  printed = capsys.readouterr().out
+  assert 'checked with onnxruntime: max abs difference' in printed
+  session = onnxruntime.InferenceSession(
+      out, providers=['CPUExecutionProvider'])
+  assert [i.name for i in session.get_inputs()] == ['data']
+  # insightface feeds (x - 127.5) / 127.5 in NCHW, RGB.
+  x = photos(seed=1).astype(np.float32) / 127.5 - 1
+  theirs = session.run(None, {'data': x.transpose(0, 3, 1, 2)})[0]
+  np.testing.assert_allclose(theirs, reference.embed(net, x), atol=1e-5)
+
+
+def test_export_onnx_refusals(tmp_path, capsys):
+  assert cli.main(['export-onnx', '--checkpoint', str(tmp_path / 'none'),
+                   '--out', str(tmp_path / 'm.onnx')]) == 1
+  assert 'no training config here' in capsys.readouterr().err
