@@ -55,6 +55,20 @@ per input channel. That is exact, zero padding included: a zero in either
 normalisation stands for the pixel value 127.5. A mean other than 127.5 is
 refused, because the fold would then be wrong at the zero-padded border.
 
+facejax's own exports (:mod:`facejax.interop.onnx_export`) are read the
+same way, by topology. Their convolutions have no bias and each eval-mode
+batch norm is a chain of per-channel constants, ``Add(-mean)`` (or
+``Sub(mean)``, or nothing for a zero mean), ``Mul(m)``, ``Add(b)``: wherever
+a BatchNormalization may stand, such a chain is read as the norm with weight
+m, bias b, running_mean the subtracted constant and running_var 1 - 1e-5,
+exact for the same reason as the un-fusing below (m already holds
+scale / sqrt(var + eps); IResNet's scale-free output norm thus gets a
+``features.weight`` other than 1, which arcface_torch's import folds into
+fc exactly). facejax flattens NHWC maps, so its head has a
+``Transpose(perm=[0, 2, 3, 1])`` before the flatten; the linear weight's
+rows are then in (H, W, C) order and are put back into torch's (C, H, W)
+order. So facejax -> ONNX -> facejax gives the same embeddings.
+
 Caveat: the imported weights are exact for inference only. Each un-fused
 batch norm is "scale 1, bias b, statistics (0, 1)", not the batch norm the
 model was trained with. Fine-tuning in train mode re-normalises with batch
@@ -79,6 +93,10 @@ PIXEL_MEAN = 127.5
 _PASSTHROUGH = ('Identity', 'Dropout')
 # Input normalisation nodes that can be folded into the first conv.
 _NORMALISATION = ('Sub', 'Mul', 'Div')
+# Per-channel affine ops that make up a batch norm in facejax's exports.
+_AFFINE = ('Add', 'Sub', 'Mul')
+# The Transpose that facejax's exports put before the head's flatten.
+_NCHW_TO_NHWC = [0, 2, 3, 1]
 # Nodes that may compute a Reshape's target shape from the tensor's Shape
 # (``x.view(x.size(0), -1)`` in an export).
 _SHAPE_OPS = ('Shape', 'Gather', 'Unsqueeze', 'Squeeze', 'Concat', 'Slice',
@@ -91,7 +109,8 @@ def state_dict_from_onnx(path):
   Args:
     path: an ``.onnx`` file holding an arcface_torch IResNet or MobileFaceNet
       (insightface's ``w600k_r50.onnx``, ``glintr100.onnx``,
-      ``w600k_mbf.onnx``), or an mxnet-era graph of the same structure.
+      ``w600k_mbf.onnx``), an mxnet-era graph of the same structure, or
+      facejax's own export of such a model (``to_onnx``).
 
   Returns:
     ``(state_dict, info)``. ``state_dict`` maps the keys of arcface_torch's
@@ -281,6 +300,7 @@ class _Walker:
     self.state = {}
     self.placed = set()
     self.fused = 0
+    self.affine_norms = 0
     self.folded = []
     self.epsilons = collections.Counter()
 
@@ -293,7 +313,7 @@ class _Walker:
     if scale is not None:
       self._fold_input_scale(stem, scale)
     readers = graph.consumers[stem.out]
-    if any(node.op == 'BatchNormalization' for node in readers):
+    if any(self._starts_norm(node) for node in readers):
       info.update(family='iresnet', **self._iresnet(stem))
     else:
       info.update(family='mobilefacenet', **self._mobilefacenet(stem))
@@ -305,6 +325,11 @@ class _Walker:
       self.folded.append(f'batch-norm epsilon {epsilon:g} of {count} norms '
                          f'absorbed into running_var (for epsilon '
                          f'{EPSILON:g})')
+    if self.affine_norms:
+      self.folded.append(
+          f'{self.affine_norms} batch norms read from Add/Mul/Add chains of '
+          'per-channel constants (facejax\'s export) as weight m, bias b, '
+          f'running_mean -c and running_var {1 - EPSILON:g}')
     info.update(fused_batch_norms=self.fused,
                 folded=self.folded + graph.skipped)
     return self.state, info
@@ -399,8 +424,8 @@ class _Walker:
   # Blocks.
 
   def _block(self, conv, prelu):
-    """Conv -> [BatchNormalization] -> [PRelu]; ``prelu`` True (required),
-    False (forbidden) or None (optional)."""
+    """Conv -> [BatchNormalization or affine chain] -> [PRelu]; ``prelu``
+    True (required), False (forbidden) or None (optional)."""
     graph = self.graph
     if len(conv.inputs) < 2:
       raise graph.fail(conv, 'has no weight')
@@ -415,15 +440,13 @@ class _Walker:
       raise graph.fail(conv, 'is dilated')
     out = conv.outputs[0]
     readers = graph.consumers[out]
-    if (len(readers) == 1 and readers[0].op == 'BatchNormalization'
-        and out != graph.output):
-      norm_node = self._take(readers[0])
-      norm = self._norm(norm_node)
+    if (len(readers) == 1 and out != graph.output
+        and self._starts_norm(readers[0])):
+      norm, norm_node, out = self._norm_at(readers[0], 4, weight.shape[0])
       if bias is not None:  # BN(y + b) is BN(y) with running_mean - b
         norm['running_mean'] = norm['running_mean'] - bias
         self.folded.append(f'the bias of {conv} folded into the running '
                            f'mean of {norm_node}')
-      out = norm_node.outputs[0]
     else:
       channels = weight.shape[0]
       if bias is None:
@@ -488,6 +511,114 @@ class _Walker:
       self.epsilons[epsilon] += 1
     return norm
 
+  def _starts_norm(self, node):
+    """Whether ``node`` is a BatchNormalization or starts an affine chain
+    (nothing is taken)."""
+    return (node.op == 'BatchNormalization'
+            or self._affine_chain(node) is not None)
+
+  def _norm_at(self, node, rank, channels=None):
+    """The batch norm starting at ``node``, taken: (its statistics for
+    epsilon 1e-5, the node to name in messages, its output). ``rank``:
+    the data's rank (4 for maps, 2 after the linear layer), which says
+    where a chain's constants must put the channels; ``channels``: the
+    count, if known, for scalar constants."""
+    if node.op == 'BatchNormalization':
+      return self._norm(self._take(node)), node, node.outputs[0]
+    chain = self._affine_chain(node)
+    for part in chain:
+      self._take(part)
+    return self._chain_norm(chain, rank, channels), chain[-1], (
+        chain[-1].outputs[0])
+
+  def _norm_after(self, tensor, where, rank, channels=None):
+    """The batch norm that is the one reader of ``tensor``, taken (as
+    :meth:`_norm_at`)."""
+    readers = self._readers(tensor, where)
+    if len(readers) != 1 or not self._starts_norm(readers[0]):
+      raise self.graph.fail(
+          readers[-1], f'cannot be placed after {where} (expected one '
+          'BatchNormalization, or an Add/Mul/Add chain of per-channel '
+          'constants, there)')
+    return self._norm_at(readers[0], rank, channels)
+
+  def _affine_chain(self, node):
+    """The nodes ``[Add(c) or Sub(c)], Mul(m), Add(b)`` by constants, each
+    the only reader of the one before, starting at ``node``; else None.
+
+    That is how facejax's export writes an eval-mode batch norm: the
+    running statistics and the scale folded into per-channel constants.
+    Residual sums never match: they add two computed tensors.
+    """
+    chain = []
+    if node.op in ('Add', 'Sub'):
+      if self._affine_operands(node) is None:
+        return None
+      chain.append(node)
+      node = self._next_in_chain(node)
+    for op in ('Mul', 'Add'):
+      if (node is None or node.op != op
+          or self._affine_operands(node) is None):
+        return None
+      chain.append(node)
+      node = self._next_in_chain(node) if op == 'Mul' else None
+    return chain
+
+  def _affine_operands(self, node):
+    """(data, constant) names of an Add/Sub/Mul of a tensor and a constant
+    (for Sub, the constant second: x - c), else None."""
+    if node.op not in _AFFINE or len(node.inputs) != 2:
+      return None
+    first, second = node.inputs
+    constants = self.graph.constants
+    if second in constants and first not in constants:
+      return first, second
+    if node.op != 'Sub' and first in constants and second not in constants:
+      return second, first
+    return None
+
+  def _next_in_chain(self, node):
+    """The one reader of ``node``'s output, reading it as its data; None
+    if there are others, or the output is the graph's."""
+    out = node.outputs[0]
+    readers = self.graph.consumers[out]
+    if out == self.graph.output or len(readers) != 1:
+      return None
+    operands = self._affine_operands(readers[0])
+    return readers[0] if operands and operands[0] == out else None
+
+  def _chain_norm(self, chain, rank, channels):
+    """An affine chain's batch norm: y = m (x + c) + b is a norm with
+    weight m, bias b, running_mean -c (c for a Sub) and running_var
+    1 - 1e-5, because sqrt(1 - 1e-5 + 1e-5) = 1."""
+    graph = self.graph
+    values = []
+    for node in chain:
+      value = graph.weight(self._affine_operands(node)[1], node, 'constant')
+      shape = (1,) * (rank - value.ndim) + value.shape
+      per_channel = value.size in (1, shape[1])  # all other dims are 1
+      if value.ndim > rank or not per_channel:
+        raise graph.fail(node, f'has a constant of shape {value.shape}, '
+                         f'not one value per channel of its rank-{rank} '
+                         'input')
+      values.append(value.reshape(-1))
+    sizes = {value.size for value in values} - {1}
+    if len(sizes) > 1 or (channels is not None and sizes - {channels}):
+      raise graph.fail(chain[-1], 'has per-channel constants of sizes '
+                       f'{sorted(sizes)}, expected {channels or "one size"}')
+    count = sizes.pop() if sizes else channels
+    if count is None:
+      raise graph.fail(chain[0], 'starts a batch-norm chain of scalars, '
+                       'whose channel count is unknown here')
+    values = [np.broadcast_to(value, (count,)).astype(np.float32)
+              for value in values]
+    mean = np.zeros(count, np.float32)
+    if len(chain) == 3:
+      mean = values[0] if chain[0].op == 'Sub' else -values[0]
+    self.affine_norms += 1
+    return {'weight': values[-2], 'bias': values[-1], 'running_mean': mean,
+            'running_var': np.full(count, 1 - EPSILON, np.float32)}
+
   def _slope(self, node, channels):
     """A PRelu's slopes as (C,): ONNX stores them as (C, 1, 1)."""
     slope = self.graph.weight(node.inputs[1], node, 'slope')
@@ -525,9 +656,10 @@ class _Walker:
     if not stage_units:
       raise ConversionError(f'{self.graph.path}: no residual unit after the '
                             'stem')
-    bn2 = self._sole(tensor, 'BatchNormalization', 'the last unit')
-    self._put_norm('bn2', self._norm(bn2))
-    embedding_dim = self._head(bn2.outputs[0], 'fc', 'features', bias=True)
+    bn2, _, tensor = self._norm_after(tensor, 'the last unit', 4)
+    self._put_norm('bn2', bn2)
+    embedding_dim = self._head(tensor, 'fc', 'features', bias=True,
+                               channels=bn2['weight'].shape[0])
     return {'stage_units': tuple(stage_units), 'embedding_dim': embedding_dim}
 
   def _unit(self, tensor, stage):
@@ -535,15 +667,15 @@ class _Walker:
     (the parts, the unit's output)."""
     graph = self.graph
     readers = graph.consumers[tensor]
-    norms = [node for node in readers if node.op == 'BatchNormalization']
+    norms = [node for node in readers if self._starts_norm(node)]
     others = [node for node in readers if node not in norms]
     if len(norms) != 1 or len(others) != 1:
       wrong = ([node for node in others if node.op not in ('Conv', 'Add')]
                or others[1:] or norms[1:])
       raise graph.fail(wrong[0], f'cannot be placed: a unit input {tensor!r} '
                        'is read by its bn1 and its shortcut only')
-    bn1 = self._take(norms[0])
-    conv1 = self._block(self._sole(bn1.outputs[0], 'Conv', str(bn1)),
+    bn1, bn1_node, bn1_out = self._norm_at(norms[0], 4)
+    conv1 = self._block(self._sole(bn1_out, 'Conv', str(bn1_node)),
                         prelu=True)
     conv2 = self._block(self._sole(conv1.out, 'Conv', str(conv1.conv)),
                         prelu=False)
@@ -563,7 +695,7 @@ class _Walker:
                        'whose shortcut is the identity')
     self._expect(conv1, 'a unit\'s conv1', 3, 1)
     self._expect(conv2, 'a unit\'s conv2', 3, 1 if downsample is None else 2)
-    return ({'bn1': self._norm(bn1), 'conv1': conv1, 'conv2': conv2,
+    return ({'bn1': bn1, 'conv1': conv1, 'conv2': conv2,
              'downsample': downsample}, add.outputs[0])
 
   # MobileFaceNet.
@@ -611,7 +743,8 @@ class _Walker:
     self._put_block(*_conv_block_keys('conv_sep'), unit['conv_sep'])
     self._put_block(*_conv_block_keys('features.layers.0'), unit['gdc'])
     embedding_dim = self._head(unit['gdc'].out, 'features.layers.2',
-                               'features.layers.3', bias=False)
+                               'features.layers.3', bias=False,
+                               channels=unit['gdc'].weight.shape[0])
     return {'blocks': tuple(blocks), 'stem_groups': layer1.groups,
             'embedding_dim': embedding_dim}
 
@@ -668,16 +801,20 @@ class _Walker:
 
   # Head.
 
-  def _head(self, tensor, fc, features, bias):
-    """Flatten -> Gemm/MatMul -> BatchNormalization -> the graph output:
-    the embedding size. ``bias``: whether arcface_torch's fc has one (a
-    bias where it has none is folded into the following norm's mean)."""
+  def _head(self, tensor, fc, features, bias, channels):
+    """[Transpose] -> Flatten -> Gemm/MatMul -> batch norm -> the graph
+    output: the embedding size. ``bias``: whether arcface_torch's fc has
+    one (a bias where it has none is folded into the following norm's
+    mean); ``channels``: of the flattened maps."""
     graph = self.graph
-    weight, fc_bias, tensor = self._linear(self._flatten(tensor))
-    norm_node = self._sole(tensor, 'BatchNormalization', 'the linear layer')
-    norm = self._norm(norm_node)
-    if norm_node.outputs[0] != graph.output:
-      readers = graph.consumers[norm_node.outputs[0]]
+    flat, nhwc = self._flatten(tensor)
+    weight, fc_bias, tensor = self._linear(flat)
+    if nhwc:
+      weight = self._nchw_rows(weight, channels, graph.consumers[flat][0])
+    norm, norm_node, out = self._norm_after(tensor, 'the linear layer', 2,
+                                            weight.shape[0])
+    if out != graph.output:
+      readers = graph.consumers[out]
       raise graph.fail(readers[0] if readers else norm_node,
                        'cannot be placed after the embedding norm')
     _check_channels(norm, weight.shape[0], graph, norm_node)
@@ -693,10 +830,20 @@ class _Walker:
     return int(weight.shape[0])
 
   def _flatten(self, tensor):
-    """Flatten(axis 1), or a Reshape to 2-D with a constant or computed
-    shape (``x.view(x.size(0), -1)``): the flattened tensor."""
+    """[Transpose to NHWC], then Flatten(axis 1) or a Reshape to 2-D with a
+    constant or computed shape (``x.view(x.size(0), -1)``): (the flattened
+    tensor, whether it was transposed)."""
     graph = self.graph
     readers = self._readers(tensor, 'the last norm')
+    nhwc = len(readers) == 1 and readers[0].op == 'Transpose'
+    if nhwc:  # facejax's export: its models flatten NHWC maps
+      node = self._take(readers[0])
+      perm = list(node.attrs.get('perm', ()))
+      if perm != _NCHW_TO_NHWC:
+        raise graph.fail(node, f'transposes by {perm} before the flatten; '
+                         f'only {_NCHW_TO_NHWC} (NCHW -> NHWC) is read')
+      tensor = node.outputs[0]
+      readers = self._readers(tensor, str(node))
     flatten = [node for node in readers if node.op in ('Flatten', 'Reshape')
                and node.inputs[0] == tensor]
     if len(flatten) != 1:
@@ -714,7 +861,18 @@ class _Walker:
         raise graph.fail(reader, 'cannot be placed next to the flatten')
     for shape_node in shape_nodes:
       self._take(shape_node)
-    return node.outputs[0]
+    return node.outputs[0], nhwc
+
+  def _nchw_rows(self, weight, channels, node):
+    """A linear weight (E, H * W * C) that reads NHWC-flattened maps, with
+    its columns in torch's NCHW flatten order (E, C * H * W): the same
+    layer for the maps before the Transpose."""
+    out, inputs = weight.shape
+    if inputs % channels:
+      raise self.graph.fail(node, f'reads {inputs} features, not a whole '
+                            f'number of maps of {channels} channels')
+    return weight.reshape(out, inputs // channels, channels).transpose(
+        0, 2, 1).reshape(out, inputs)
 
   def _shape_subgraph(self, shape, tensor, reshape):
     """The nodes computing a Reshape's target shape: none for a constant
@@ -766,7 +924,10 @@ class _Walker:
     else:
       weight = weight.T  # MatMul multiplies by (K, E)
       readers = graph.consumers[out]
-      if len(readers) == 1 and readers[0].op == 'Add' and out != graph.output:
+      # An Add that starts a whole Add/Mul/Add chain is the norm's mean,
+      # not a bias (facejax's MobileFaceNet export: its dense has none).
+      if (len(readers) == 1 and readers[0].op == 'Add' and out != graph.output
+          and len(self._affine_chain(readers[0]) or ()) != 3):
         add = self._take(readers[0])
         bias = graph.weight(self._other_input(add, out), add, 'bias')
         out = add.outputs[0]
