@@ -10,8 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = ['labels_in_range', 'nan_where_invalid']
 
-def concrete_value(x):
+
+def _concrete_value(x):
   """``np.asarray(x)`` when ``x`` is concrete, ``None`` when it is traced."""
   try:
     return np.asarray(x)
@@ -20,7 +22,7 @@ def concrete_value(x):
     return None
 
 
-def check_integer_labels(labels, what='labels'):
+def _check_integer_labels(labels, what='labels'):
   """Raises TypeError unless ``labels`` has an integer dtype."""
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise TypeError(
@@ -42,8 +44,8 @@ def labels_in_range(labels, num_classes, what='labels'):
     TypeError: labels are not integers.
     ValueError: a concrete label is outside [0, num_classes).
   """
-  check_integer_labels(labels, what)
-  values = concrete_value(labels)
+  _check_integer_labels(labels, what)
+  values = _concrete_value(labels)
   if values is not None:
     bad = np.flatnonzero((values < 0) | (values >= num_classes))
     if bad.size:
