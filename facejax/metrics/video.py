@@ -3,14 +3,14 @@
 Conventions: a video is a (F, D) array of frame features, F >= 1 frames of
 one D for every video compared. Frames are L2-normalised before anything
 else, x / max(||x||, 1e-12), so an all-zero feature stays zero (and scores
-0 against everything). ``max_frames`` keeps that many frames evenly spaced
-(facejax.data.protocols.evenly_spaced_indices: the centres of equal
-blocks, deterministic); None keeps all. Scores are cosine similarities:
-higher means more alike (verification.evaluate's ``higher_is_same=True``).
+0 against everything). Every frame given is scored: which frames a video
+keeps (YouTube Faces' ``--max-frames``, evenly spaced) is chosen where the
+frames are read (facejax.data.protocols.ytf_video_frames, before anything
+is embedded), so the metric depends on no data reader. Scores are cosine
+similarities: higher means more alike (verification.evaluate's
+``higher_is_same=True``).
 """
 import numpy as np
-
-from facejax.data import protocols
 
 MODES = ('mean_embedding', 'mean_pairwise')
 
@@ -20,8 +20,8 @@ def _normalise(features):
       np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
 
 
-def _frames(frame_features, max_frames, name):
-  """The kept, normalised float64 (F', D) frames, or a ValueError."""
+def _frames(frame_features, name):
+  """The normalised float64 (F, D) frames, or a ValueError."""
   features = np.asarray(frame_features)
   if features.ndim != 2 or not len(features) or not features.shape[1]:
     raise ValueError(f'{name} needs (F, D) frame features with F, D >= 1, '
@@ -32,25 +32,24 @@ def _frames(frame_features, max_frames, name):
   features = features.astype(np.float64)
   if not np.all(np.isfinite(features)):
     raise ValueError(f'{name} needs finite frame features')
-  keep = protocols.evenly_spaced_indices(len(features), max_frames)
-  return _normalise(features[keep])
+  return _normalise(features)
 
 
-def video_embedding(frame_features, max_frames=None):
+def video_embedding(frame_features):
   """A video's embedding: the normalised mean of its normalised frames.
 
-    e = m / max(||m||, 1e-12),   m = 1/F' sum_f x_f / max(||x_f||, 1e-12)
+    e = m / max(||m||, 1e-12),   m = 1/F sum_f x_f / max(||x_f||, 1e-12)
 
-  over the F' kept frames (module doc).
+  over its F frames (module doc).
 
   Returns:
     float64 (D,) unit vector (zero if the frames cancel out).
   """
-  frames = _frames(frame_features, max_frames, 'video_embedding')
+  frames = _frames(frame_features, 'video_embedding')
   return _normalise(np.mean(frames, axis=0))
 
 
-def pair_scores(videos_a, videos_b, mode='mean_embedding', max_frames=None):
+def pair_scores(videos_a, videos_b, mode='mean_embedding'):
   """One cosine similarity per video pair (videos_a[i], videos_b[i]).
 
   ``mode``:
@@ -62,7 +61,6 @@ def pair_scores(videos_a, videos_b, mode='mean_embedding', max_frames=None):
   Args:
     videos_a, videos_b: sequences of N videos, each (F, D) (F may differ).
     mode: one of MODES.
-    max_frames: frames kept per video (module doc).
 
   Returns:
     float64 (N,) scores in [-1, 1].
@@ -76,8 +74,8 @@ def pair_scores(videos_a, videos_b, mode='mean_embedding', max_frames=None):
   dims = set()
   for pair, (video_a, video_b) in enumerate(zip(videos_a, videos_b)):
     name = f'pair_scores (pair {pair})'
-    frames_a = _frames(video_a, max_frames, name)
-    frames_b = _frames(video_b, max_frames, name)
+    frames_a = _frames(video_a, name)
+    frames_b = _frames(video_b, name)
     dims.update((frames_a.shape[1], frames_b.shape[1]))
     if len(dims) > 1:
       raise ValueError(f'{name} needs one feature dimension for every '

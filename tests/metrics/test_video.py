@@ -1,10 +1,12 @@
 """Tests of facejax.metrics.video.
 
 video_embedding and pair_scores are checked against plain loops over
-frames and coordinates (python floats and math), with and without frame
-subsampling.
+frames and coordinates (python floats and math). Which frames a video keeps
+is the reader's choice (tests/data/test_protocols.py).
 """
 import math
+import subprocess
+import sys
 
 import hypothesis
 from hypothesis import strategies as st
@@ -28,29 +30,20 @@ def ref_dot(u, v):
   return sum(a * b for a, b in zip(u, v))
 
 
-def ref_kept(frames, max_frames):
-  """Frames at floor((2 i + 1) F / (2 k)), i < k, when k < F."""
-  count = len(frames)
-  if max_frames is None or max_frames >= count:
-    return list(frames)
-  return [frames[(2 * i + 1) * count // (2 * max_frames)]
-          for i in range(max_frames)]
-
-
-def ref_embedding(frames, max_frames=None):
-  kept = [ref_normalise(f) for f in ref_kept(frames, max_frames)]
-  mean = [sum(f[d] for f in kept) / len(kept) for d in range(len(kept[0]))]
+def ref_embedding(frames):
+  unit = [ref_normalise(f) for f in frames]
+  mean = [sum(f[d] for f in unit) / len(unit) for d in range(len(unit[0]))]
   return ref_normalise(mean)
 
 
-def ref_mean_pairwise(frames_a, frames_b, max_frames=None):
-  kept_a = [ref_normalise(f) for f in ref_kept(frames_a, max_frames)]
-  kept_b = [ref_normalise(f) for f in ref_kept(frames_b, max_frames)]
+def ref_mean_pairwise(frames_a, frames_b):
+  unit_a = [ref_normalise(f) for f in frames_a]
+  unit_b = [ref_normalise(f) for f in frames_b]
   total = 0.0
-  for x in kept_a:
-    for y in kept_b:
+  for x in unit_a:
+    for y in unit_b:
       total += ref_dot(x, y)
-  return total / (len(kept_a) * len(kept_b))
+  return total / (len(unit_a) * len(unit_b))
 
 
 def random_video(rng, frames, dim=5):
@@ -62,12 +55,11 @@ def random_video(rng, frames, dim=5):
 # ----------------------------------------------------------------------------
 
 
-@hypothesis.given(st.integers(0, 2**32 - 1), st.integers(1, 12),
-                  st.one_of(st.none(), st.integers(1, 15)))
-def test_video_embedding_matches_reference(seed, frames, max_frames):
+@hypothesis.given(st.integers(0, 2**32 - 1), st.integers(1, 12))
+def test_video_embedding_matches_reference(seed, frames):
   features = random_video(np.random.default_rng(seed), frames)
-  got = video.video_embedding(features, max_frames)
-  np.testing.assert_allclose(got, ref_embedding(features, max_frames),
+  got = video.video_embedding(features)
+  np.testing.assert_allclose(got, ref_embedding(features),
                              rtol=1e-12, atol=1e-14)
   assert got.shape == (5,) and got.dtype == np.float64
   assert np.linalg.norm(got) == pytest.approx(1.0, abs=1e-12)
@@ -85,19 +77,17 @@ def test_video_embedding_weighs_frames_not_norms():
 
 
 @hypothesis.given(st.integers(0, 2**32 - 1),
-                  st.sampled_from(video.MODES),
-                  st.one_of(st.none(), st.integers(1, 6)))
-def test_pair_scores_match_reference(seed, mode, max_frames):
+                  st.sampled_from(video.MODES))
+def test_pair_scores_match_reference(seed, mode):
   rng = np.random.default_rng(seed)
   videos_a = [random_video(rng, rng.integers(1, 9)) for _ in range(4)]
   videos_b = [random_video(rng, rng.integers(1, 9)) for _ in range(4)]
-  got = video.pair_scores(videos_a, videos_b, mode, max_frames)
+  got = video.pair_scores(videos_a, videos_b, mode)
   if mode == 'mean_embedding':
-    expected = [ref_dot(ref_embedding(a, max_frames),
-                        ref_embedding(b, max_frames))
+    expected = [ref_dot(ref_embedding(a), ref_embedding(b))
                 for a, b in zip(videos_a, videos_b)]
   else:
-    expected = [ref_mean_pairwise(a, b, max_frames)
+    expected = [ref_mean_pairwise(a, b)
                 for a, b in zip(videos_a, videos_b)]
   np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
   assert np.all(np.abs(got) <= 1 + 1e-12)
@@ -138,11 +128,18 @@ def test_video_bad_input():
     video.video_embedding(np.zeros((0, 4)))
   with pytest.raises(ValueError, match='finite'):
     video.video_embedding([[np.nan, 1.0]])
-  with pytest.raises(ValueError, match='max_count'):
-    video.video_embedding(np.ones((3, 2)), max_frames=0)
   with pytest.raises(ValueError, match='mode'):
     video.pair_scores([np.ones((1, 2))], [np.ones((1, 2))], 'max')
   with pytest.raises(ValueError, match='as many videos'):
     video.pair_scores([np.ones((1, 2))], [])
   with pytest.raises(ValueError, match='one feature dimension'):
     video.pair_scores([np.ones((1, 2))], [np.ones((1, 3))])
+
+
+def test_imports_no_data_reader():
+  # Dependencies point down the data flow: a metric takes arrays, whatever
+  # read them.
+  code = ('import sys, facejax.metrics.video\n'
+          'assert not [m for m in sys.modules if m.startswith("facejax.data")]'
+          '\n')
+  subprocess.run([sys.executable, '-c', code], check=True)
