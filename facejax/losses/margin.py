@@ -30,6 +30,12 @@ from facejax.losses import labels as labels_lib
 from facejax.losses import reductions
 from facejax.losses import softmax
 
+__all__ = [
+    'angle_from_cosine', 'arcface_loss', 'cosface_loss', 'cosine_matrix',
+    'inter_loss', 'intra_loss', 'margin_softmax_loss', 'margin_target_cosine',
+    'target_rule_softmax',
+]
+
 
 def angle_from_cosine(cosine):
   """theta = arccos(cosine) with a finite gradient everywhere.
@@ -100,7 +106,7 @@ def cosine_matrix(embeddings, weights):
                     preferred_element_type=dtype)
 
 
-def checked_labels(labels, cosines):
+def _checked_labels(labels, cosines):
   """(labels with invalid ones replaced by 0, validity mask) for (N, C) cosines."""
   if labels.shape != cosines.shape[:1]:
     raise ValueError(
@@ -109,15 +115,50 @@ def checked_labels(labels, cosines):
   return jnp.where(valid, labels, 0), valid
 
 
-def target_column(matrix, labels):
+def _target_column(matrix, labels):
   """matrix[i, labels[i]] for each row i."""
   return jnp.take_along_axis(matrix, labels[:, None], axis=1)[:, 0]
 
 
-def replace_target(matrix, labels, target_values):
+def _replace_target(matrix, labels, target_values):
   """matrix with matrix[i, labels[i]] replaced by target_values[i]."""
   is_target = labels[:, None] == jnp.arange(matrix.shape[1])[None, :]
   return jnp.where(is_target, target_values[:, None], matrix)
+
+
+def target_rule_softmax(embeddings, weights, labels, target_rule, row_scale):
+  """Mean cross-entropy of scaled cosines whose target cosine is replaced.
+
+    z_{i,j}   = r_i cos(theta_{i,j})             for j != y_i
+    z_{i,y_i} = r_i rule(cos(theta_{i,y_i}))
+    L         = -1/N sum_i log softmax(z_i)[y_i]
+
+  The single-device form shared by the angular-margin losses: each differs
+  only in its target rule and its row scale r (:func:`margin_softmax_loss`:
+  psi and a constant s; :func:`facejax.losses.sphereface.sphereface_loss`:
+  the A-Softmax blend and the feature norm ||x_i||), as each class-parallel
+  loss differs only in those (:mod:`facejax.losses.class_parallel`).
+
+  Args:
+    embeddings: (N, D) features x (normalised for the cosines).
+    weights: (D, C) class weights W (columns normalised).
+    labels: (N,) integer identities in [0, C).
+    target_rule: maps the (N,) target cosines to the (N,) values that
+      replace them.
+    row_scale: ``row_scale(embeddings, dtype)``, the scale r: a scalar or an
+      (N, 1) array (``dtype`` is the cosines').
+
+  Returns:
+    Scalar float32 (or wider) mean cross-entropy; NaN under ``jit`` when a
+    label is out of range (``facejax.losses.labels``).
+  """
+  cosines = cosine_matrix(embeddings, weights)
+  labels, valid = _checked_labels(labels, cosines)
+  target = target_rule(_target_column(cosines, labels))
+  logits = row_scale(embeddings, cosines.dtype) * _replace_target(
+      cosines, labels, target)
+  per_example = softmax.per_example_cross_entropy(logits, labels)
+  return jnp.mean(labels_lib.nan_where_invalid(per_example, valid))
 
 
 def margin_softmax_loss(embeddings, weights, labels, scale=64.0, m1=1.0,
@@ -141,12 +182,10 @@ def margin_softmax_loss(embeddings, weights, labels, scale=64.0, m1=1.0,
   Returns:
     Scalar float32 (or wider) mean cross-entropy.
   """
-  cosines = cosine_matrix(embeddings, weights)
-  labels, valid = checked_labels(labels, cosines)
-  target = margin_target_cosine(target_column(cosines, labels), m1, m2, m3)
-  logits = scale * replace_target(cosines, labels, target)
-  per_example = softmax.per_example_cross_entropy(logits, labels)
-  return jnp.mean(labels_lib.nan_where_invalid(per_example, valid))
+  return target_rule_softmax(
+      embeddings, weights, labels,
+      lambda target: margin_target_cosine(target, m1, m2, m3),
+      lambda *_: scale)
 
 
 def arcface_loss(embeddings, weights, labels, scale=64.0, margin=0.5):
@@ -163,7 +202,7 @@ def cosface_loss(embeddings, weights, labels, scale=64.0, margin=0.35):
 def _normalised_softmax(embeddings, weights, labels, scale):
   """Shared part of L5 and L6: cosines, labels, validity and per-example L2."""
   cosines = cosine_matrix(embeddings, weights)
-  labels, valid = checked_labels(labels, cosines)
+  labels, valid = _checked_labels(labels, cosines)
   per_example = softmax.per_example_cross_entropy(scale * cosines, labels)
   return cosines, labels, valid, per_example
 
@@ -178,7 +217,7 @@ def intra_loss(embeddings, weights, labels, scale=64.0):
   """
   cosines, labels, valid, per_example = _normalised_softmax(
       embeddings, weights, labels, scale)
-  target_angle = angle_from_cosine(target_column(cosines, labels))
+  target_angle = angle_from_cosine(_target_column(cosines, labels))
   per_example = per_example + target_angle / math.pi
   return jnp.mean(labels_lib.nan_where_invalid(per_example, valid))
 
@@ -200,8 +239,8 @@ def inter_loss(embeddings, weights, labels, scale=64.0):
   target_centres = unit_weights.T[labels]                       # (N, D)
   centre_angles = angle_from_cosine(target_centres @ unit_weights)  # (N, C)
   # The target's angle to itself is 0 (up to round-off): exclude it exactly.
-  centre_angles = replace_target(centre_angles, labels,
-                                  jnp.zeros(labels.shape, cosines.dtype))
+  centre_angles = _replace_target(centre_angles, labels,
+                                   jnp.zeros(labels.shape, cosines.dtype))
   mean_other_angle = jnp.sum(centre_angles, axis=1) / (num_classes - 1)
   per_example = per_example - mean_other_angle / math.pi
   return jnp.mean(labels_lib.nan_where_invalid(per_example, valid))

@@ -5,10 +5,8 @@ import jax
 import jax.numpy as jnp
 
 from facejax.losses import distances
-from facejax.losses import labels as labels_lib
 from facejax.losses import margin as margin_lib
 from facejax.losses import reductions
-from facejax.losses import softmax
 
 
 def chebyshev_cosine_multiple(cosine, m):
@@ -74,13 +72,12 @@ def sphereface_loss(embeddings, weights, labels, m=4, lam=5.0):
   """
   if int(m) != m or m < 1:
     raise ValueError(f'sphereface_loss needs an integer margin m >= 1, got {m}')
-  cosines = margin_lib.cosine_matrix(embeddings, weights)
-  labels, valid = margin_lib.checked_labels(labels, cosines)
-  feature_norm = distances.safe_norm(embeddings.astype(cosines.dtype))
-  target_cosine = margin_lib.target_column(cosines, labels)
-  blended = (lam * target_cosine + sphereface_psi(target_cosine, int(m))) / (
-      1.0 + lam)
-  logits = feature_norm[:, None] * margin_lib.replace_target(
-      cosines, labels, blended)
-  per_example = softmax.per_example_cross_entropy(logits, labels)
-  return jnp.mean(labels_lib.nan_where_invalid(per_example, valid))
+
+  def blend(target_cosine):
+    return (lam * target_cosine + sphereface_psi(target_cosine, int(m))) / (
+        1.0 + lam)
+
+  def feature_norm(embeddings, dtype):
+    return distances.safe_norm(embeddings.astype(dtype))[:, None]
+  return margin_lib.target_rule_softmax(embeddings, weights, labels, blend,
+                                        feature_norm)
