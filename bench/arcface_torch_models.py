@@ -1,11 +1,12 @@
-"""PyTorch backbones in insightface arcface_torch's layout, for the importers.
+"""PyTorch backbones in insightface arcface_torch's layout.
 
 Written here from arcface_torch's published structure (``backbones/
 iresnet.py`` and ``backbones/mobilefacenet.py``): the same module names, so
 ``state_dict()`` has the keys a released checkpoint has, and the same
-computation, so their outputs are the reference the imported facejax model
-must reproduce. Widths are parameters so that the tests can use tiny ones;
-the defaults are the released sizes.
+computation. They are the reference the importers are checked against
+(``tests/interop``, ``bench.interop``) and the PyTorch baseline's backbone
+(``bench.torch_reference``). Widths are parameters so that the tests can use
+tiny ones; the defaults are the released sizes.
 
 ``randomise`` makes a test non-trivial: random batch-norm affine terms and
 PReLU slopes, and batch statistics calibrated on random images (so that
@@ -43,12 +44,13 @@ class IResNet(nn.Module):
   """arcface_torch ``IResNet`` (``iresnet50`` = stage_units (3, 4, 14, 3))."""
 
   def __init__(self, stage_units, stage_features=(64, 128, 256, 512),
-               stem_features=64, embedding_dim=512, image_size=112):
+               stem_features=64, embedding_dim=512, image_size=112,
+               dropout_rate=0.0):
     super().__init__()
     self.conv1 = nn.Conv2d(3, stem_features, 3, 1, 1, bias=False)
     self.bn1 = nn.BatchNorm2d(stem_features, eps=1e-5)
     self.prelu = nn.PReLU(stem_features)
-    in_features = stem_features
+    in_features, side = stem_features, image_size
     for stage, (units, features) in enumerate(
         zip(stage_units, stage_features)):
       downsample = nn.Sequential(
@@ -59,9 +61,9 @@ class IResNet(nn.Module):
                  for _ in range(units - 1)]
       setattr(self, f'layer{stage + 1}', nn.Sequential(*blocks))
       in_features = features
+      side = (side - 1) // 2 + 1  # a 3x3 stride-2 convolution, padding 1
     self.bn2 = nn.BatchNorm2d(in_features, eps=1e-5)
-    self.dropout = nn.Dropout(0.0)
-    side = image_size // 16
+    self.dropout = nn.Dropout(dropout_rate)
     self.fc = nn.Linear(in_features * side * side, embedding_dim)
     self.features = nn.BatchNorm1d(embedding_dim, eps=1e-5)
     nn.init.constant_(self.features.weight, 1.0)

@@ -4,9 +4,9 @@ Imported only by ``python -m bench.train_step --torch`` when torch is
 installed; nothing else in facejax needs torch. It mirrors the engine's train
 step where it matters to the cost:
 
-* the backbone is :class:`facejax.models.iresnet.IResNet` (insightface's
-  arcface_torch iresnet) layer for layer, built from the flax module's own
-  attributes: stem conv3x3-BN-PReLU; four stages of
+* the backbone is arcface_torch's IResNet (:mod:`bench.arcface_torch_models`,
+  what :class:`facejax.models.iresnet.IResNet` computes), built from the
+  flax module's own attributes: stem conv3x3-BN-PReLU; four stages of
   BN-conv3x3-BN-PReLU-conv3x3(stride)-BN units, the stride (2) in the first
   unit of each stage's second convolution, with a conv1x1(stride)-BN
   shortcut there; the output block BN-(dropout)-dense-BN, the last BN's
@@ -37,9 +37,9 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from bench import arcface_torch_models
+
 BATCH_NORM_MOMENTUM = 0.1  # PyTorch's convention; flax's momentum=0.9
-BATCH_NORM_EPSILON = 1e-5
-PRELU_INIT = 0.25
 CLASS_WEIGHT_INIT_STD = 0.01
 SCALE = 64.0
 MARGIN = 0.5
@@ -48,73 +48,21 @@ MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
 
 
-def conv(in_features, out_features, kernel, stride=1):
-  """A square convolution, padding kernel // 2, no bias (as facejax's)."""
-  layer = nn.Conv2d(in_features, out_features, kernel, stride=stride,
-                    padding=kernel // 2, bias=False)
-  nn.init.kaiming_normal_(layer.weight, mode='fan_out', nonlinearity='relu')
-  return layer
-
-
-def batch_norm(features):
-  return nn.BatchNorm2d(features, eps=BATCH_NORM_EPSILON,
-                        momentum=BATCH_NORM_MOMENTUM)
-
-
-class IResNetUnit(nn.Module):
-  """BN-conv-BN-PReLU-conv-BN residual unit (facejax's IResNetUnit)."""
-
-  def __init__(self, in_features, features, stride):
-    super().__init__()
-    self.norm1 = batch_norm(in_features)
-    self.conv1 = conv(in_features, features, 3)
-    self.norm2 = batch_norm(features)
-    self.prelu = nn.PReLU(features, init=PRELU_INIT)
-    self.conv2 = conv(features, features, 3, stride)
-    self.norm3 = batch_norm(features)
-    self.shortcut = None
-    if stride != 1 or in_features != features:
-      self.shortcut = nn.Sequential(conv(in_features, features, 1, stride),
-                                    batch_norm(features))
-
-  def forward(self, x):
-    shortcut = x if self.shortcut is None else self.shortcut(x)
-    y = self.conv1(self.norm1(x))
-    y = self.prelu(self.norm2(y))
-    y = self.norm3(self.conv2(y))
-    return y + shortcut
-
-
-class IResNet(nn.Module):
-  """IResNet: (N, 3, H, W) images -> (N, embedding_dim) embeddings."""
-
-  def __init__(self, stage_units, stage_features, stem_features,
-               embedding_dim, image_size, dropout_rate=0.0):
-    super().__init__()
-    self.stem = nn.Sequential(conv(3, stem_features, 3),
-                              batch_norm(stem_features),
-                              nn.PReLU(stem_features, init=PRELU_INIT))
-    stages = []
-    in_features, size = stem_features, image_size
-    for units, features in zip(stage_units, stage_features):
-      stages.append(nn.Sequential(*[
-          IResNetUnit(in_features if index == 0 else features, features,
-                      2 if index == 0 else 1) for index in range(units)]))
-      in_features = features
-      size = (size - 1) // 2 + 1  # a 3x3 stride-2 convolution, padding 1
-    self.stages = nn.Sequential(*stages)
-    self.input_norm = batch_norm(in_features)
-    self.dropout = (nn.Dropout(dropout_rate) if dropout_rate
-                    else nn.Identity())
-    self.dense = nn.Linear(in_features * size * size, embedding_dim)
-    self.output_norm = nn.BatchNorm1d(embedding_dim, eps=BATCH_NORM_EPSILON,
-                                      momentum=BATCH_NORM_MOMENTUM)
-    self.output_norm.weight.requires_grad_(False)  # scale fixed at 1
-
-  def forward(self, images):
-    x = self.stages(self.stem(images))
-    x = self.dropout(self.input_norm(x))
-    return self.output_norm(self.dense(torch.flatten(x, 1)))
+def iresnet(stage_units, stage_features, stem_features, embedding_dim,
+            image_size, dropout_rate=0.0):
+  """arcface_torch's IResNet (:mod:`bench.arcface_torch_models`), with the
+  batch-norm momentum of ``BATCH_NORM_MOMENTUM`` and convolutions
+  initialised normal(0, 2 / fan_out) as facejax's are."""
+  net = arcface_torch_models.IResNet(
+      tuple(stage_units), tuple(stage_features), stem_features,
+      embedding_dim, image_size, dropout_rate)
+  for module in net.modules():
+    if isinstance(module, nn.Conv2d):
+      nn.init.kaiming_normal_(module.weight, mode='fan_out',
+                              nonlinearity='relu')
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+      module.momentum = BATCH_NORM_MOMENTUM
+  return net
 
 
 def safe_sqrt(x):
@@ -219,7 +167,7 @@ class TorchCase:
       torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(seed)
     autocast_dtype = _autocast_dtype(self.device.type, dtype)
-    backbone = IResNet(tuple(flax_model.stage_units),
+    backbone = iresnet(tuple(flax_model.stage_units),
                        tuple(flax_model.stage_features),
                        flax_model.stem_features, flax_model.embedding_dim,
                        images.shape[1], flax_model.dropout_rate)

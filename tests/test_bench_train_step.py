@@ -124,7 +124,7 @@ def test_torch_iresnet_has_the_flax_parameters(name, kwargs):
   model = models.get(name, **kwargs)
   variables = jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1, 112, 112, 3))))
-  torch_model = torch_reference.IResNet(
+  torch_model = torch_reference.iresnet(
       model.stage_units, model.stage_features, model.stem_features,
       model.embedding_dim, 112)
   assert _trainable_parameters(torch_model) == counting.count_parameters(

@@ -1,6 +1,6 @@
 """arcface_torch state dicts -> facejax: the imported model computes what
 PyTorch computes, on random weights with randomised batch norms and PReLU
-slopes (tests/interop/arcface_torch_models.py)."""
+slopes (bench/arcface_torch_models.py)."""
 import functools
 
 import jax
@@ -13,7 +13,7 @@ from facejax import models  # noqa: E402
 from facejax.interop import ConversionError  # noqa: E402
 from facejax.interop import arcface_torch  # noqa: E402
 from facejax.interop import from_arcface_torch  # noqa: E402
-from tests.interop import arcface_torch_models as reference  # noqa: E402
+from bench import arcface_torch_models as reference  # noqa: E402
 
 SIZE = 32
 # case -> a tiny torch net in arcface_torch's layout (32x32 input).

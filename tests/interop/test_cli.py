@@ -15,7 +15,7 @@ from facejax import inference  # noqa: E402
 from facejax.data import sources  # noqa: E402
 from facejax.interop import __main__ as cli  # noqa: E402
 from facejax.training import loop  # noqa: E402
-from tests.interop import arcface_torch_models as reference  # noqa: E402
+from bench import arcface_torch_models as reference  # noqa: E402
 from tests.training.tiny import leaves  # noqa: E402
 from tests.training.tiny import tiny_config  # noqa: E402
 
@@ -156,3 +156,21 @@ def test_export_onnx_refusals(tmp_path, capsys):
   assert cli.main(['export-onnx', '--checkpoint', str(tmp_path / 'none'),
                    '--out', str(tmp_path / 'm.onnx')]) == 1
   assert 'no training config here' in capsys.readouterr().err
+
+
+def test_import_onnx_of_an_exported_run_gives_the_same_embeddings(
+    released, tmp_path):
+  pytest.importorskip('onnx')
+  _, _, workdir = released
+  exported = str(tmp_path / 'model.onnx')
+  assert cli.main(['export-onnx', '--checkpoint', workdir, '--out',
+                   exported]) == 0
+  again = str(tmp_path / 'again')
+  assert cli.main(['import-onnx', exported, '--workdir', again]) == 0
+  images = sources.InMemory(photos(seed=2), np.zeros(6, int))
+  original = inference.Embedder.from_workdir(workdir).embed(
+      images, progress=False)
+  round_trip = inference.Embedder.from_workdir(again).embed(
+      images, progress=False)
+  np.testing.assert_allclose(round_trip, original, atol=1e-5)
+  assert loop.load_config(again).imported.format == 'onnx'

@@ -19,7 +19,7 @@ from torch import nn
 
 from facejax.interop.errors import ConversionError
 from facejax.interop.onnx_import import state_dict_from_onnx
-from tests.interop import arcface_torch_models
+from bench import arcface_torch_models
 
 onnx = pytest.importorskip('onnx')
 ort = pytest.importorskip('onnxruntime')

@@ -10,7 +10,7 @@ torch = pytest.importorskip('torch')
 
 from facejax.interop import ConversionError  # noqa: E402
 from facejax.interop import torch_files  # noqa: E402
-from tests.interop import arcface_torch_models as reference  # noqa: E402
+from bench import arcface_torch_models as reference  # noqa: E402
 
 
 @pytest.fixture(scope='module')
