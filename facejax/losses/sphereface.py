@@ -8,8 +8,10 @@ from facejax.losses import distances
 from facejax.losses import margin as margin_lib
 from facejax.losses import reductions
 
+__all__ = ['sphereface_lambda', 'sphereface_loss', 'sphereface_psi']
 
-def chebyshev_cosine_multiple(cosine, m):
+
+def _chebyshev_cosine_multiple(cosine, m):
   """cos(m * theta) as the Chebyshev polynomial T_m(cos theta).
 
   A polynomial in cos(theta): exact and smooth at cos(theta) = +-1, where
@@ -34,7 +36,7 @@ def sphereface_psi(cosine, m=4):
   theta = jax.lax.stop_gradient(margin_lib.angle_from_cosine(cosine))
   k = jnp.clip(jnp.floor(m * theta / math.pi), 0, m - 1)
   sign = 1.0 - 2.0 * jnp.mod(k, 2.0)
-  return sign * chebyshev_cosine_multiple(cosine, m) - 2.0 * k
+  return sign * _chebyshev_cosine_multiple(cosine, m) - 2.0 * k
 
 
 def sphereface_lambda(step, base=1000.0, gamma=0.12, power=1.0,

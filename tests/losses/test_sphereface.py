@@ -1,7 +1,7 @@
 """Property tests for facejax/losses/sphereface.py: A-Softmax (SphereFace).
 
-Covers sphereface_loss, sphereface_psi, chebyshev_cosine_multiple and
-sphereface_lambda. The losses are compared with a brute-force reference
+Covers sphereface_loss, sphereface_psi (and its _chebyshev_cosine_multiple)
+and sphereface_lambda. The losses are compared with a brute-force reference
 written below in float64 numpy with explicit Python loops over examples and
 classes, under and outside ``jit`` (``chex.variants``). Hyperparameters are
 static (bound with ``functools.partial``); all the configurations are
@@ -167,7 +167,8 @@ class PsiTest(chex.TestCase):
   def test_chebyshev_is_cosine_of_multiple_angle(self):
     cosines = jnp.asarray(GRID_COSINES)
     for m in range(7):
-      values = np.asarray(sphereface.chebyshev_cosine_multiple(cosines, m))
+      values = np.asarray(sphereface._chebyshev_cosine_multiple(  # pylint: disable=protected-access
+          cosines, m))
       expected = [math.cos(m * brute_force.acos(c)) for c in GRID_COSINES]
       _assert_close(values, expected, atol=1e-5, err_msg=f'm = {m}')
       # A polynomial: exact at the ends, T_m(1) = 1, T_m(-1) = (-1)^m.
