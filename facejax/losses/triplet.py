@@ -19,6 +19,9 @@ import jax.numpy as jnp
 from facejax.losses import distances
 from facejax.losses import reductions
 
+__all__ = ['batch_all_triplet_loss', 'batch_hard_triplet_loss',
+           'lifted_structure_loss']
+
 
 def _check(embeddings, labels, name):
   if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
@@ -27,7 +30,7 @@ def _check(embeddings, labels, name):
         f'{embeddings.shape} and {labels.shape}')
 
 
-def pair_masks(labels):
+def _pair_masks(labels):
   """(positive, negative) boolean (B, B) masks as defined in the module doc."""
   same = labels[:, None] == labels[None, :]
   not_self = ~jnp.eye(labels.shape[0], dtype=bool)
@@ -55,7 +58,7 @@ def batch_hard_triplet_loss(embeddings, labels, margin=0.2, soft=False,
   """
   _check(embeddings, labels, 'batch_hard_triplet_loss')
   distance = _distance_matrix(embeddings, squared)
-  positive, negative = pair_masks(labels)
+  positive, negative = _pair_masks(labels)
   hardest_positive_distance = reductions.masked_max(distance, positive)
   hardest_negative_distance = reductions.masked_min(distance, negative)
   gap = hardest_positive_distance - hardest_negative_distance
@@ -81,7 +84,7 @@ def batch_all_triplet_loss(embeddings, labels, margin=0.2, squared=False,
   """
   _check(embeddings, labels, 'batch_all_triplet_loss')
   distance = _distance_matrix(embeddings, squared)
-  positive, negative = pair_masks(labels)
+  positive, negative = _pair_masks(labels)
   # Index order [anchor, positive, negative].
   per_triplet = jax.nn.relu(
       margin + distance[:, :, None] - distance[:, None, :])
@@ -105,7 +108,7 @@ def lifted_structure_loss(embeddings, labels, margin=1.0):
   """
   _check(embeddings, labels, 'lifted_structure_loss')
   distance = _distance_matrix(embeddings, squared=False)
-  positive, negative = pair_masks(labels)
+  positive, negative = _pair_masks(labels)
   positive_term = reductions.masked_logsumexp(distance, positive)
   negative_term = reductions.masked_logsumexp(margin - distance, negative)
   per_anchor = jax.nn.relu(positive_term + negative_term)
