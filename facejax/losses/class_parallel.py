@@ -45,6 +45,9 @@ from facejax.losses import labels as labels_lib
 from facejax.losses import margin
 from facejax.losses import sphereface
 
+__all__ = ['arcface_loss', 'cosface_loss', 'margin_softmax_loss',
+           'softmax_loss', 'sphereface_loss']
+
 
 def _check(embeddings, weights, labels, mesh, num_classes):
   if (embeddings.ndim != 2 or weights.ndim != 2
@@ -75,7 +78,7 @@ def _margin_rule(m1, m2, m3):
   return rule
 
 
-def sampled_columns(key, labels, first_column, per_shard, num_classes,
+def _sampled_columns(key, labels, first_column, per_shard, num_classes,
                     num_sample):
   """Partial FC: which of a shard's columns take part in this step.
 
@@ -117,7 +120,7 @@ def _local_loss(embeddings, weights, labels, options, *, num_examples,
   first_column = jax.lax.axis_index(model) * per_shard
   columns = first_column + jnp.arange(per_shard)
   if num_sample < per_shard:  # Partial FC
-    chosen = sampled_columns(
+    chosen = _sampled_columns(
         jax.random.fold_in(options['key'], jax.lax.axis_index(model)),
         labels, first_column, per_shard, num_classes, num_sample)
     weights = jnp.take(weights, chosen, axis=1)
