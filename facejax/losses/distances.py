@@ -13,15 +13,20 @@ import math
 import jax
 import jax.numpy as jnp
 
+__all__ = [
+    'l2_normalize', 'pairwise_distances', 'pairwise_squared_distances',
+    'safe_norm', 'safe_sqrt', 'squared_distances', 'SQUARED_DISTANCE_EPS',
+]
+
 # Squared distances below this are treated as exactly zero. It is far below any
 # distance a face embedding meets and far above float32 round-off of 0.
 SQUARED_DISTANCE_EPS = 1e-12
 
-# Gram-expansion distances within ROUNDOFF_FACTOR * sqrt(d) * eps *
+# Gram-expansion distances within _ROUNDOFF_FACTOR * sqrt(d) * eps *
 # (||x||^2 + ||y||^2) of zero are round-off (measured: identical rows come out
 # at up to about 0.4 * sqrt(d) * eps * (...) in float32 on CPU; 2 leaves room
 # for other summation orders).
-ROUNDOFF_FACTOR = 2.0
+_ROUNDOFF_FACTOR = 2.0
 
 
 def safe_sqrt(x, eps=SQUARED_DISTANCE_EPS):
@@ -68,7 +73,7 @@ def pairwise_squared_distances(x, y=None):
   y_sq = x_sq if self_distances else jnp.sum(jnp.square(y), axis=-1)
   norms = x_sq[:, None] + y_sq[None, :]
   distances = norms - 2.0 * gram
-  roundoff = (ROUNDOFF_FACTOR * math.sqrt(x.shape[-1])
+  roundoff = (_ROUNDOFF_FACTOR * math.sqrt(x.shape[-1])
               * jnp.finfo(distances.dtype).eps * norms)
   distances = jnp.where(distances > roundoff, distances, 0.0)
   if self_distances:
