@@ -32,6 +32,9 @@ from facejax.losses import distances
 from facejax.losses import lmle
 from facejax.losses import reductions
 
+__all__ = ['attribute_embeddings', 'attribute_logits', 'lmle_attribute_losses',
+           'per_task_sigmoid_cross_entropy']
+
 
 def attribute_logits(embeddings, weights, bias):
   """z = x W + b: (N, A) float32 logits from (N, D) embeddings."""

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 from facejax.losses import labels as labels_lib
 from facejax.losses import reductions
 
+__all__ = ['center_loss']
+
 
 def center_loss(features, labels, centers, alpha=0.5):
   """Center loss and the paper's centre update.

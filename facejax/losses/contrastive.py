@@ -4,6 +4,8 @@ import jax.numpy as jnp
 from facejax.losses import distances
 from facejax.losses import reductions
 
+__all__ = ['contrastive_loss']
+
 
 def contrastive_loss(f1, f2, same, margin=1.0):
   """DeepID2's verification signal, averaged over pairs.

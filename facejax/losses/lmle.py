@@ -20,6 +20,8 @@ import jax.numpy as jnp
 from facejax.losses import distances
 from facejax.losses import reductions
 
+__all__ = ['quintuplet_indices', 'Quintuplets', 'triple_header_hinge_loss']
+
 
 class Quintuplets(NamedTuple):
   """Indices into the batch, each (B,), and which anchors have all four."""

@@ -7,6 +7,9 @@ them lets a gradient flow into masked-out entries.
 import jax
 import jax.numpy as jnp
 
+__all__ = ['compute_dtype', 'masked_logsumexp', 'masked_max', 'masked_mean',
+           'masked_min']
+
 
 def compute_dtype(*arrays):
   """The dtype the losses compute in: the inputs' float type, at least float32."""

@@ -5,6 +5,8 @@ import jax.numpy as jnp
 from facejax.losses import labels as labels_lib
 from facejax.losses import reductions
 
+__all__ = ['per_example_cross_entropy', 'softmax_cross_entropy']
+
 
 def per_example_cross_entropy(logits, labels):
   """-log softmax(logits)[label] per example, in float32 (or wider).
