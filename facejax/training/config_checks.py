@@ -230,7 +230,7 @@ OPTIONAL_LOSS_RULES = (('sample_rate', number(0, 1, low_open=True)),
 # MobileFaceNet still run below it, on maps of padding), or what its
 # unpadded layers need (DeepID2's conv4, VGG-Face's five poolings).
 MIN_IMAGE_SIZE = dict(center_loss_cnn=16, deepid2=31, mobilefacenet=16,
-                      sphereface20=16, vgg_face=32)
+                      mobilefacenet_mbf=16, sphereface20=16, vgg_face=32)
 _MISSING = object()
 
 
