@@ -13,9 +13,7 @@ that relate several keys (batches over devices and processes, P x K, the
 smallest image a backbone takes, paths) are functions beside them.
 """
 
-import math
 import os
-from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -26,6 +24,7 @@ from facejax.data import augment
 from facejax.data import celeba
 from facejax.data import sources
 from facejax.data import synthetic
+from facejax.training import config_rules
 from facejax.training import objectives
 from facejax.training import optim
 
@@ -34,8 +33,14 @@ from facejax.training import optim
 CONFIG_FILE = 'config.json'
 
 
-class ConfigError(ValueError):
-  """A config value that cannot work, named by its key."""
+# The rule vocabulary of :mod:`facejax.training.config_rules`, by the short
+# names the tables below use.
+ConfigError = config_rules.ConfigError
+integer, number, one_of = (config_rules.integer, config_rules.number,
+                           config_rules.one_of)
+INTEGER, NUMBER = config_rules.INTEGER, config_rules.NUMBER
+STRING, BOOLEAN = config_rules.STRING, config_rules.BOOLEAN
+MARGINS = config_rules.MARGINS
 
 
 def model_axis_size(config, num_devices):
@@ -44,82 +49,6 @@ def model_axis_size(config, num_devices):
   return num_devices if size == -1 else size
 
 
-def _is_integer(value):
-  return (isinstance(value, (int, np.integer))
-          and not isinstance(value, (bool, np.bool_)))
-
-
-def _is_number(value):
-  return ((_is_integer(value) or isinstance(value, (float, np.floating)))
-          and math.isfinite(value))
-
-
-def _is_three_numbers(value):
-  return (isinstance(value, (tuple, list)) and len(value) == 3
-          and all(_is_number(v) for v in value))
-
-
-class Allowed(NamedTuple):
-  """What a config key accepts: a kind of value and a range of it.
-
-  Attributes:
-    kind: the kind in words ('an integer', "one of 'sgd', 'adamw'", ...).
-    is_kind: the test of the kind.
-    description: the range in words ('>= 1', 'in (0, 1]'), '' for any.
-    in_range: the test of the range, for a value of the right kind.
-  """
-  kind: str
-  is_kind: Callable[[Any], bool]
-  description: str = ''
-  in_range: Callable[[Any], bool] = lambda value: True
-
-  def error(self, key, value):
-    """The message for ``key=value``, or None when the value is allowed."""
-    if not self.is_kind(value):
-      allowed = ' '.join(filter(None, (self.kind, self.description)))
-      return f'{key} must be {allowed}, got {value!r}'
-    if not self.in_range(value):
-      return f'{key} must be {self.description}, got {value!r}'
-    return None
-
-
-def _interval(low, high=None, low_open=False, high_open=False):
-  """(description, test) of the interval from ``low`` to ``high`` (None: no
-  upper end); the ends are included unless open."""
-  def test(value):
-    above = value > low if low_open else value >= low
-    below = high is None or (value < high if high_open else value <= high)
-    return above and below
-  if high is None:
-    return f'{">" if low_open else ">="} {low}', test
-  return (f'in {"(" if low_open else "["}{low}, {high}'
-          f'{")" if high_open else "]"}'), test
-
-
-def integer(low, high=None):
-  """An integer >= ``low`` (and <= ``high``)."""
-  return Allowed('an integer', _is_integer, *_interval(low, high))
-
-
-def number(low, high=None, low_open=False, high_open=False):
-  """A finite number from ``low`` to ``high`` (None: no upper end)."""
-  return Allowed('a finite number', _is_number,
-                 *_interval(low, high, low_open, high_open))
-
-
-def one_of(*choices):
-  """One of the strings ``choices``."""
-  return Allowed(f'one of {", ".join(map(repr, choices))}',
-                 lambda value: isinstance(value, str) and value in choices)
-
-
-INTEGER = Allowed('an integer', _is_integer)
-NUMBER = Allowed('a finite number', _is_number)
-STRING = Allowed('a string', lambda value: isinstance(value, str))
-BOOLEAN = Allowed('True or False',
-                  lambda value: isinstance(value, (bool, np.bool_)))
-MARGINS = Allowed('three finite numbers (g1, g2, g3)', _is_three_numbers,
-                  '>= 0', lambda value: min(value) >= 0)
 COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
 # LFW's protocol: 10 folds, each with a same and a different pair.
 MIN_EVAL_PAIRS = 20
@@ -231,34 +160,6 @@ OPTIONAL_LOSS_RULES = (('sample_rate', number(0, 1, low_open=True)),
 # unpadded layers need (DeepID2's conv4, VGG-Face's five poolings).
 MIN_IMAGE_SIZE = dict(center_loss_cnn=16, deepid2=31, mobilefacenet=16,
                       mobilefacenet_mbf=16, sphereface20=16, vgg_face=32)
-_MISSING = object()
-
-
-def _lookup(config, key):
-  """``config``'s value at the dotted ``key``, or ``_MISSING``."""
-  node = config
-  for name in key.split('.'):
-    if not hasattr(node, 'keys') or name not in node:
-      return _MISSING
-    node = node[name]
-  return node
-
-
-def _check_rules(config, rules, prefix='', needed_by=None):
-  """Every ``(key, Allowed)`` rule on ``config[key]`` (named ``prefix +
-  key`` in errors); a missing key is skipped, or an error naming what needs
-  it (``needed_by``)."""
-  for key, allowed in rules:
-    value = _lookup(config, key)
-    if value is _MISSING and needed_by:
-      wanted = ' '.join(filter(None, (allowed.kind, allowed.description)))
-      raise ConfigError(f'{prefix}{key} is missing: {needed_by} needs it '
-                        f'({wanted})')
-    if value is _MISSING:
-      continue
-    message = allowed.error(prefix + key, value)
-    if message:
-      raise ConfigError(message)
 
 
 def min_image_size(model_config):
@@ -331,15 +232,15 @@ def _check_paths(config):
   else:
     paths = [('data.source', spec)]
   for key in ('data.landmarks_file', 'eval.bin'):
-    if _lookup(config, key) not in (_MISSING, ''):
-      paths.append((key, _lookup(config, key)))
+    if config_rules.lookup(config, key) not in (config_rules.MISSING, ''):
+      paths.append((key, config_rules.lookup(config, key)))
   for key, path in paths:
     if not os.path.exists(path):
       kinds = (f' (synthetic, {attribute_sources.SYNTHETIC}, '
                f'{attribute_sources.CELEBA_PREFIX}<root>, '
                f'{attribute_sources.TFDS}, an image folder, a .rec or a '
                'TFRecords folder)') if key == 'data.source' else ''
-      value = _lookup(config, key)
+      value = config_rules.lookup(config, key)
       where = f'{key}={value!r}' + (f': {path}' if path != value else '')
       raise ConfigError(f'{where} does not exist{kinds}')
 
@@ -360,11 +261,11 @@ def _check_init_from(config):
 def _check_data(config):
   spec = config.data.source
   if spec == 'synthetic':
-    _check_rules(config, SYNTHETIC_RULES)
+    config_rules.check_rules(config, SYNTHETIC_RULES)
   if spec == attribute_sources.SYNTHETIC:
-    _check_rules(config, SYNTHETIC_ATTRIBUTE_RULES)
+    config_rules.check_rules(config, SYNTHETIC_ATTRIBUTE_RULES)
   if attribute_sources.is_attribute_dataset(spec):
-    _check_rules(config, ATTRIBUTE_DATA_RULES)
+    config_rules.check_rules(config, ATTRIBUTE_DATA_RULES)
   _check_paths(config)
   try:
     augment.Augmentation(**config.data.augmentation)
@@ -381,12 +282,12 @@ def _check_loss(config):
     objectives.check_choices(loss)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  _check_rules(loss, LOSS_RULES[loss.name], prefix='loss.',
-               needed_by=f'loss.name={loss.name!r}')
-  _check_rules(loss, OPTIONAL_LOSS_RULES, prefix='loss.')
+  config_rules.check_rules(loss, LOSS_RULES[loss.name], prefix='loss.',
+                           needed_by=f'loss.name={loss.name!r}')
+  config_rules.check_rules(loss, OPTIONAL_LOSS_RULES, prefix='loss.')
   if loss.name == 'attributes' and loss.get('weighting') == 'adaptive':
-    _check_rules(loss, ADAPTIVE_WEIGHTING_RULES, prefix='loss.',
-                 needed_by="loss.weighting='adaptive'")
+    config_rules.check_rules(loss, ADAPTIVE_WEIGHTING_RULES, prefix='loss.',
+                             needed_by="loss.weighting='adaptive'")
   if loss.name in objectives.METRIC_LEARNING and not config.data.get(
       'identities_per_batch', 0):
     raise ConfigError(
@@ -426,8 +327,9 @@ def _check_optimizer(config):
 
 def _check_eval(config):
   if config.eval.get('every') and not config.eval.get('bin'):
-    _check_rules(config, (('eval.pairs', integer(MIN_EVAL_PAIRS)),),
-                 needed_by='eval.every > 0 without eval.bin')
+    config_rules.check_rules(
+        config, (('eval.pairs', integer(MIN_EVAL_PAIRS)),),
+        needed_by='eval.every > 0 without eval.bin')
 
 
 def _check_mesh(config, num_devices):
@@ -443,7 +345,7 @@ def check_config(config, num_devices):
   Checks the config alone (and that the paths it names exist), before any
   data is read; :func:`check_source` checks it against the data.
   """
-  _check_rules(config, CONFIG_RULES)
+  config_rules.check_rules(config, CONFIG_RULES)
   _check_batches(config, num_devices)
   _check_mesh(config, num_devices)
   _check_model(config)
