@@ -41,6 +41,7 @@ from facejax.training import checkpoint
 from facejax.training import clusters as clusters_lib
 from facejax.training import loop
 from facejax.training import objectives
+from facejax.training import run_directory
 
 METHOD_NAMES = {'attributes': 'multi-task', 'lmle_attributes': 'LMLE-kNN'}
 DEFAULT_KNN_K = 10  # neighbouring centroids (of 4 per attribute: 2 x 2)
@@ -205,7 +206,7 @@ def main(argv=None):
   try:
     data_config = None
     if args.data:
-      data_config = loop.load_config(workdirs[0]).data
+      data_config = run_directory.load_config(workdirs[0]).data
       data_config.source = args.data
     _, tables, path = run(workdirs, args.out, data_config, args.step,
                           args.batch_size, args.knn_k, args.most_imbalanced)

@@ -26,6 +26,7 @@ from facejax.data import sources
 from facejax.training import checkpoint
 from facejax.training import loop
 from facejax.training import observe
+from facejax.training import run_directory
 from facejax.training import step as step_lib
 
 DEFAULT_BATCH_SIZE = 256
@@ -67,7 +68,7 @@ class Embedder:
         is incomplete or damaged; the message names it, why, and the newest
         step that looks intact, to pass as ``step``.
     """
-    config = loop.load_config(workdir)
+    config = run_directory.load_config(workdir)
     mesh = mesh or sharding.make_mesh()
     checkpoints = os.path.join(workdir, 'checkpoints')
     if step is None:

@@ -72,7 +72,9 @@ def _export(args):
   from facejax.interop import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from facejax.training import checkpoint  # pylint: disable=import-outside-toplevel
   from facejax.training import loop  # pylint: disable=import-outside-toplevel
-  config = workdir_lib.float32_copy(loop.load_config(args.checkpoint))
+  from facejax.training import run_directory  # pylint: disable=import-outside-toplevel
+  config = workdir_lib.float32_copy(
+      run_directory.load_config(args.checkpoint))
   step = args.step
   if step is None:
     steps = checkpoint.step_numbers(os.path.join(args.checkpoint,

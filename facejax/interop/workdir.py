@@ -21,6 +21,7 @@ from facejax import sharding
 from facejax.interop.errors import ConversionError
 from facejax.training import checkpoint
 from facejax.training import loop
+from facejax.training import run_directory
 
 IMPORT_STEP = 0
 
@@ -57,7 +58,7 @@ def write(workdir, conversion, source, source_format,
   Raises:
     ConversionError: ``workdir`` already holds a run (nothing is changed).
   """
-  for existing in (loop.CONFIG_FILE, 'checkpoints'):
+  for existing in (run_directory.CONFIG_FILE, 'checkpoints'):
     if os.path.exists(os.path.join(workdir, existing)):
       raise ConversionError(
           f'{workdir}: already holds a run ({existing}); import into a new '
@@ -69,7 +70,7 @@ def write(workdir, conversion, source, source_format,
                                keep_last=1, keep_best=0,
                                async_save=False) as checkpoints:
     checkpoints.save(IMPORT_STEP, state, force=True)
-  loop.save_config(config, workdir)
+  run_directory.save_config(config, workdir)
   _, restored = loop.restore_backbone(config, workdir, IMPORT_STEP,
                                       sharding.make_mesh())
   saved = jax.tree.map(np.asarray, conversion.variables)

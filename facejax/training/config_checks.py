@@ -27,11 +27,7 @@ from facejax.data import synthetic
 from facejax.training import config_rules
 from facejax.training import objectives
 from facejax.training import optim
-
-# The file a run saves its config in (``loop.save_config``): ``init_from``
-# must name a workdir that has one.
-CONFIG_FILE = 'config.json'
-
+from facejax.training import run_directory
 
 # The rule vocabulary of :mod:`facejax.training.config_rules`, by the short
 # names the tables below use.
@@ -251,10 +247,10 @@ def _check_init_from(config):
     return
   checkpoints = os.path.join(workdir, 'checkpoints')
   names = os.listdir(checkpoints) if os.path.isdir(checkpoints) else []
-  if not (os.path.isfile(os.path.join(workdir, CONFIG_FILE))
+  if not (os.path.isfile(os.path.join(workdir, run_directory.CONFIG_FILE))
           and any(name.isdigit() for name in names)):
     raise ConfigError(f'init_from={workdir!r}: not the workdir of a run '
-                      f'with a checkpoint (no {CONFIG_FILE} and '
+                      f'with a checkpoint (no {run_directory.CONFIG_FILE} and '
                       'checkpoints/<step> in it)')
 
 

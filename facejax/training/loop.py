@@ -29,16 +29,13 @@ A non-finite loss stops the run with :class:`NonFiniteLossError` before
 anything is saved: losses are checked before every checkpoint.
 """
 
-import contextlib
 import dataclasses
-import json
 import os
 import sys
 
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from facejax import models
@@ -54,25 +51,20 @@ from facejax.training import adaptive_weighting
 from facejax.training import checkpoint
 from facejax.training import clusters as clusters_lib
 from facejax.training import config_checks
+from facejax.training import config_rules
 from facejax.training import objectives
 from facejax.training import observe
 from facejax.training import optim
+from facejax.training import run_directory
 from facejax.training import state as state_lib
 from facejax.training import step as step_lib
-from facejax.training import workdir_lock
 
 
 class NonFiniteLossError(RuntimeError):
   """The loss became NaN or infinite; no checkpoint was written after it."""
 
 
-ConfigError = config_checks.ConfigError  # what ``python -m train`` reports
-
-
-class WorkdirInUseError(ConfigError):
-  """Another live trainer holds ``--workdir`` (the message names its pid,
-  host and start time); ``python -m train`` prints it without a traceback,
-  as every :class:`ConfigError`."""
+ConfigError = config_rules.ConfigError  # what ``python -m train`` reports
 
 
 @dataclasses.dataclass
@@ -197,29 +189,6 @@ def verification_accuracy(embed, state, verification, mesh, batch_size,
   return synthetic.ten_fold_accuracy(scores, issame)[0]
 
 
-CONFIG_FILE = config_checks.CONFIG_FILE
-
-
-def save_config(config, workdir):
-  """Writes ``config`` as ``workdir/config.json`` (atomically)."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, CONFIG_FILE)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(path + '.tmp', path)
-
-
-def load_config(workdir):
-  """The config a run saved in ``workdir`` (:func:`save_config`)."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f'{path}: no training config here; pass the --workdir of a '
-        '`python -m train` run')
-  with open(path, encoding='utf-8') as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
 def restore_backbone(config, workdir, step=None, mesh=None):
   """(model, variables) of a run's checkpoint, for evaluation or fine-tuning.
 
@@ -253,57 +222,6 @@ def restore_backbone(config, workdir, step=None, mesh=None):
   finally:
     checkpoints.close()
   return model, dict(params=params, batch_stats=batch_stats)
-
-
-def _note(message):
-  """Prints what the run did to its workdir (process 0 only)."""
-  if jax.process_index() == 0:
-    print(message, file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def hold_workdir(workdir, enabled=True):
-  """Holds ``workdir``'s lock (:mod:`facejax.training.workdir_lock`) inside
-  the ``with`` block; process 0 of a run takes it, the others pass
-  ``enabled=False``.
-
-  Raises:
-    WorkdirInUseError: another live trainer holds it.
-  """
-  if not enabled:
-    yield None
-    return
-  lock = workdir_lock.WorkdirLock(workdir)
-  try:
-    lock.acquire()
-  except workdir_lock.LockHeldError as e:
-    raise WorkdirInUseError(
-        f'--workdir {workdir} is in use by another trainer: {e.holder} '
-        f'holds {e.path}; wait for it to end or stop it (the lock of a '
-        'trainer that was killed is taken over by the next one)') from None
-  if lock.previous:
-    _note(f'workdir: took over {lock.path} from '
-          f'{workdir_lock.describe(lock.previous)}, which is no longer '
-          'running (killed or crashed)')
-  try:
-    yield lock
-  finally:
-    lock.release()
-
-
-def open_checkpoints(config, workdir):
-  """The run's :class:`checkpoint.Checkpointer` (damaged steps moved aside).
-
-  An asynchronous save may run in the background during at most half a
-  checkpoint interval of steps (at least 1): a crash at any moment loses at
-  most ``checkpoint_every + max(1, checkpoint_every // 2)`` steps.
-  """
-  return checkpoint.Checkpointer(
-      os.path.join(workdir, 'checkpoints'),
-      keep_last=config.get('keep_last', 2),
-      keep_best=1 if config.eval.get('every') else 0,
-      best_metric='verification_accuracy',
-      max_lag_steps=max(1, config.checkpoint_every // 2))
 
 
 def local_copy(tree):
@@ -377,7 +295,8 @@ def record_validation(embed, state, source, mesh, config):
 def initialise_from(state, workdir, mesh):
   """``state`` with the backbone (parameters and batch statistics) of the
   run in ``workdir``; the architectures must match."""
-  _, variables = restore_backbone(load_config(workdir), workdir, mesh=mesh)
+  _, variables = restore_backbone(run_directory.load_config(workdir),
+                                  workdir, mesh=mesh)
   shapes = jax.tree.map(np.shape, (state.params['backbone'],
                                    state.batch_stats))
   if jax.tree.map(np.shape, (variables['params'],
@@ -436,13 +355,13 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
                                        source, 'attribute_names', ())))
   optimizer, learning_rate = optim.build(config.optimizer, config.total_steps)
   first = jax.process_index() == 0  # the only process that writes
-  with hold_workdir(workdir, enabled=first), jax.set_mesh(mesh):
+  with run_directory.hold_workdir(workdir, enabled=first), jax.set_mesh(mesh):
     if first:  # what evaluation jobs rebuild the model from
-      save_config(config, workdir)
+      run_directory.save_config(config, workdir)
     shard_backbone = config.get('mesh', {}).get('shard_backbone', False)
     abstract = state_lib.abstract_state(key, model, objective, optimizer,
                                         image_shape, mesh, shard_backbone)
-    checkpoints = open_checkpoints(config, workdir)
+    checkpoints = run_directory.open_checkpoints(config, workdir)
     state, resumed = checkpoints.restore_latest(abstract)
     if state is not None:
       shardings = jax.tree.map(lambda leaf: leaf.sharding, abstract)
@@ -489,9 +408,10 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
                                 config.batch_size, enabled=first and log)
     writer = observe.MetricWriter(workdir, enabled=first, resume_step=start)
     if writer.dropped:
-      _note(f'{observe.METRICS_FILE}: dropped {writer.dropped} records '
-            f'after step {start} (the interrupted run logged them; they are '
-            'redone now)')
+      run_directory.note(
+          f'{observe.METRICS_FILE}: dropped {writer.dropped} records after '
+          f'step {start} (the interrupted run logged them; they are redone '
+          'now)')
     history, pending = [], []
     step = start
     try:

@@ -15,6 +15,7 @@ from facejax import inference  # noqa: E402
 from facejax.data import sources  # noqa: E402
 from facejax.interop import __main__ as cli  # noqa: E402
 from facejax.training import loop  # noqa: E402
+from facejax.training import run_directory  # noqa: E402
 from bench import arcface_torch_models as reference  # noqa: E402
 from tests.training.tiny import leaves  # noqa: E402
 from tests.training.tiny import tiny_config  # noqa: E402
@@ -49,7 +50,7 @@ def normalised(x):
 
 def test_import_writes_a_run_workdir(released, capsys):
   _, path, workdir = released
-  config = loop.load_config(workdir)
+  config = run_directory.load_config(workdir)
   assert config.model.name == 'iresnet'
   assert config.data.image_size == SIZE
   assert config.compute_dtype == 'float32'
@@ -130,7 +131,7 @@ def test_bfloat16_compute_is_a_choice(released, tmp_path):
   workdir = str(tmp_path / 'bf16')
   assert cli.main(['import-torch', path, '--workdir', workdir,
                    '--compute-dtype', 'bfloat16']) == 0
-  assert loop.load_config(workdir).compute_dtype == 'bfloat16'
+  assert run_directory.load_config(workdir).compute_dtype == 'bfloat16'
   assert jax.tree.leaves(inference.Embedder.from_workdir(
       workdir).variables)[0].dtype == np.float32  # weights stay float32
 
@@ -173,4 +174,4 @@ def test_import_onnx_of_an_exported_run_gives_the_same_embeddings(
   round_trip = inference.Embedder.from_workdir(again).embed(
       images, progress=False)
   np.testing.assert_allclose(round_trip, original, atol=1e-5)
-  assert loop.load_config(again).imported.format == 'onnx'
+  assert run_directory.load_config(again).imported.format == 'onnx'

@@ -17,6 +17,7 @@ from facejax import models
 from facejax.training import config_checks
 from facejax.training import loop
 from facejax.training import objectives
+from facejax.training import run_directory
 from tests.training.tiny import ADAPTIVE
 from tests.training.tiny import LMLE_ATTRIBUTES
 from tests.training.tiny import attribute_config
@@ -241,7 +242,7 @@ def test_errors_name_the_value_and_what_is_allowed():
 
 
 def test_init_from_must_be_a_run_with_a_checkpoint(tmp_path):
-  (tmp_path / loop.CONFIG_FILE).write_text('{}')
+  (tmp_path / run_directory.CONFIG_FILE).write_text('{}')
   config = tiny_config(init_from=str(tmp_path))
   with pytest.raises(loop.ConfigError, match='init_from=.*checkpoint'):
     config_checks.check_config(config, 8)

@@ -17,6 +17,7 @@ from facejax import inference
 from facejax import sharding
 from facejax.training import checkpoint
 from facejax.training import loop
+from facejax.training import run_directory
 from tests.training.tiny import leaves, saved_steps, tiny_config
 
 
@@ -46,7 +47,7 @@ def test_resume_is_exact(tmp_path, whole_run):
   assert [r['step'] for r in log] == [1, 2, 3, 4, 5]
   assert os.listdir(tmp_path / 'parts' / 'tensorboard')
   # The backbone alone, restored from the config the run wrote.
-  saved = loop.load_config(whole.workdir)
+  saved = run_directory.load_config(whole.workdir)
   assert saved.model.kwargs.stage_features == [4, 4, 8, 8]
   model, variables = loop.restore_backbone(saved, whole.workdir)
   for a, b in zip(leaves(variables['params']),
@@ -151,7 +152,7 @@ def test_resume_on_another_mesh(tmp_path, whole_run):
 
 def test_load_config_names_the_missing_file(tmp_path):
   with pytest.raises(FileNotFoundError, match='config.json'):
-    loop.load_config(str(tmp_path))
+    run_directory.load_config(str(tmp_path))
 
 
 def test_in_training_verification_is_recorded_and_kept_best(tmp_path):
@@ -239,7 +240,7 @@ def test_damaged_newest_steps_refused_by_eval_skipped_by_training(
   checkpoints = workdir / 'checkpoints'
   (checkpoints / '9').mkdir()  # an empty folder with a higher step
   (checkpoints / '5' / 'metrics' / 'metrics').write_text('')
-  config = loop.load_config(str(workdir))
+  config = run_directory.load_config(str(workdir))
 
   # Evaluation refuses, naming the step and why, and changes nothing.
   with pytest.raises(checkpoint.DamagedCheckpointError,

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from facejax.training import loop
+from facejax.training import run_directory
 from facejax.training import workdir_lock
 from tests.training.tiny import tiny_config
 
@@ -34,7 +35,7 @@ def test_the_lock_names_its_holder_and_is_free_after_release(tmp_path):
 
 def test_a_second_trainer_is_refused_and_writes_nothing(tmp_path):
   with workdir_lock.WorkdirLock(tmp_path):
-    with pytest.raises(loop.WorkdirInUseError,
+    with pytest.raises(run_directory.WorkdirInUseError,
                        match=f'in use by another trainer: {HOLDER}'):
       loop.train(tiny_config(), str(tmp_path), log=False)
   assert sorted(os.listdir(tmp_path)) == ['.lock']
@@ -68,7 +69,7 @@ def test_a_stale_lock_is_taken_over_naming_the_old_holder(tmp_path, capfd):
   assert killed.returncode == -signal.SIGKILL
   pid = int(killed.stdout)
   assert json.loads((tmp_path / '.lock').read_text())['pid'] == pid
-  with loop.hold_workdir(str(tmp_path)) as lock:
+  with run_directory.hold_workdir(str(tmp_path)) as lock:
     assert lock.previous['pid'] == pid
     assert json.loads((tmp_path / '.lock').read_text())['pid'] == os.getpid()
   err = capfd.readouterr().err
