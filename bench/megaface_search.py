@@ -17,9 +17,10 @@ Timed, in the same run (wall clock, ``--repeats`` rounds alternating the
 two so that the machine's drift hits both; medians reported):
 
 * facejax: :func:`facejax.metrics.identification.megaface_rank1` on the
-  memmap (read in chunks with positioned reads, scored and reduced to each
-  probe's maximum on every local device), after one untimed warm-up call on
-  1,000 distractors that compiles the step;
+  memmap (its search, :mod:`facejax.metrics.search`, reads it in chunks
+  with positioned reads, scores them and reduces them to each probe's
+  maximum on every local device), after one untimed warm-up call on 1,000
+  distractors that compiles the step;
 * faiss (when importable; ``--no-faiss`` skips it): ``faiss.IndexFlatIP``,
   the exact inner-product index, filled from the same file (read in blocks)
   and searched with k = 1 (the largest rank rank-1 needs), rank-1 then
@@ -59,6 +60,7 @@ import numpy as np
 
 from bench import table
 from facejax.metrics import identification
+from facejax.metrics import search
 
 MEMMAP_BLOCK = 65_536  # rows generated (and read into faiss) at a time
 NEAR_TIE = 1e-5  # float32 rounding of two summation orders, with margin
@@ -165,7 +167,7 @@ def _parse_args(argv):
   parser.add_argument('--distractors', type=int, default=1_000_000)
   parser.add_argument('--dim', type=int, default=512)
   parser.add_argument('--chunk', type=int,
-                      default=identification.DEFAULT_CHUNK_SIZE,
+                      default=search.DEFAULT_CHUNK_SIZE,
                       help='distractor rows per facejax step')
   parser.add_argument('--repeats', type=int, default=1,
                       help='timed rounds (alternating); medians reported')

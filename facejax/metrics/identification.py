@@ -22,13 +22,10 @@ strictly below s(p, m) (-inf when p has fewer than r distractors). Then
     rank-1 = CMC(1): the fraction of trials whose mate beats every distractor
 
 Only each probe's top-k distractor scores are needed (k = the largest rank),
-so the probe x distractor matrix never exists: :func:`distractor_top_k`
-streams the distractors in fixed-size chunks (numpy arrays, memmaps read with
-positioned reads, or iterators of chunks), splits each chunk's rows over the
-devices of a mesh (``jax.shard_map``), lets every device score its real rows
-``SUB_BLOCK`` at a time and keep their top-k per probe, and merges those with
-the running top-k in the same jitted step, while the host reads the next
-chunk. Rank-1 needs only the running maximum.
+so the probe x distractor matrix never exists: the streaming, sharded search
+of :mod:`facejax.metrics.search` keeps a running top-k per probe over every
+device while the distractors stream past. Rank-1 needs only the running
+maximum.
 
 Distractor sizes 10, 100, ..., 1,000,000 are nested: the first n rows of one
 fixed seeded permutation of the distractor set (or the devkit's per-size
@@ -50,7 +47,7 @@ lists: the result is exact when every probe whose list was cut (more than k
 distractors) has its k-th score <= t (missing scores are then <= t and
 cannot move it), which holds whenever k >= a + 1. :func:`megaface_evaluate`
 checks this and rescans the distractors for the few probes that fail it
-with k = a + 1, so its TAR is exact; should that need more than 2^24
+with k = a + 1 (:func:`_exact_tar`), so its TAR is exact; should that need more than 2^24
 scores (a large FAR), it warns instead and reports ``tar_exact=False``
 (the TAR is then an upper bound: the threshold found is <= the true one).
 
@@ -62,59 +59,21 @@ list, so a size names the devkit's list and the result reports how many
 distractors remained.
 """
 
-import functools
+import dataclasses
 import math
-import mmap
-import numbers
 import operator
-import os
 import warnings
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from facejax import sharding
+from facejax.metrics import search
 
 DEFAULT_SIZES = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
-DEFAULT_CHUNK_SIZE = 16_384
-# Each device scores its rows of a chunk this many at a time, in a loop with
-# a dynamic trip count: a short last chunk costs its real rows only, and the
-# (P, SUB_BLOCK) scores of one block (7 MiB for MegaFace's 3,530 probes) stay
-# in a CPU's last-level cache between the product and its reduction (about
-# 10% less CPU time than blocks of 16,384 on a 2-core EPYC; see
-# bench/megaface_search.py).
-SUB_BLOCK = 512
-# Rows merged one by one when no more of them change (see _merge_few).
-_FEW_ROWS = 512
 # The most impostor scores (probes x k) a rescan for an exact TAR may keep.
 _MAX_RESCAN_SCORES = 2 ** 24
 
 
 # ---------------------------------------------------------------- inputs ---
-
-
-def _probe_matrix(features, name='probe_features'):
-  features = np.asarray(features)
-  if features.ndim != 2 or not features.shape[0] or not features.shape[1]:
-    raise ValueError(f'{name} must be a non-empty (n, d) array, got shape '
-                     f'{features.shape}')
-  if not np.issubdtype(features.dtype, np.number) or features.dtype == bool:
-    raise ValueError(f'{name} must be numeric, got {features.dtype}')
-  features = features.astype(np.float32)
-  if not np.all(np.isfinite(features)):
-    row = int(np.flatnonzero(~np.all(np.isfinite(features), axis=1))[0])
-    raise ValueError(f'{name} has NaN or infinite values (row {row})')
-  return features
-
-
-def _check_positive_int(value, name):
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (
-      value < 1):
-    raise ValueError(f'{name} must be a positive integer, got {value!r}')
-  return int(value)
 
 
 def _row_mask(exclude, count, name):
@@ -137,377 +96,6 @@ def _row_mask(exclude, count, name):
                      f'{exclude[(exclude < -count) | (exclude >= count)][:5]}')
   keep[exclude] = False
   return keep
-
-
-def _normalise_rows(chunk, normalize):
-  """(rows as given or unit, squared norms); the norms flag bad rows."""
-  squares = jnp.sum(chunk * chunk, axis=-1, keepdims=True)
-  if not normalize:
-    return chunk, squares
-  norm = jnp.sqrt(squares)
-  return jnp.where(norm > 0, chunk / jnp.where(norm > 0, norm, 1), 0), squares
-
-
-@jax.jit
-def _normalised_probes(probes):
-  return _normalise_rows(probes, True)[0]
-
-
-# -------------------------------------------------------- reading chunks ---
-
-
-def _file_backing(features):
-  """(path, byte offset) when ``features`` is a whole memmap of a file.
-
-  Such arrays are read with positioned reads into fresh buffers rather than
-  through the mapping, so the pages streamed through never count in the
-  process's resident memory (they stay in the kernel's page cache).
-  Slices of a memmap (whose base is the parent memmap, not the mmap) and
-  copy-on-write mappings (whose changes are private) are read by indexing.
-  """
-  if (isinstance(features, np.memmap) and isinstance(features.base, mmap.mmap)
-      and features.filename and features.mode in ('r', 'r+', 'w+')
-      and features.flags.c_contiguous and features.ndim == 2):
-    return os.fspath(features.filename), int(features.offset)
-  return None
-
-
-class _RowReader:
-  """Reads rows of an (n, d) array or memmap into (rows, d) float32 buffers."""
-
-  def __init__(self, features):
-    self.features = features
-    self.backing = _file_backing(features)
-    self.file = None
-
-  def __enter__(self):
-    if self.backing:
-      self.file = open(self.backing[0], 'rb', buffering=0)
-    return self
-
-  def __exit__(self, *exc_info):
-    if self.file is not None:
-      self.file.close()
-
-  def _pread(self, buffer, first_row):
-    row_bytes = self.features.dtype.itemsize * self.features.shape[1]
-    view = memoryview(buffer).cast('B')
-    offset = self.backing[1] + first_row * row_bytes
-    done = 0
-    while done < len(view):
-      read = os.preadv(self.file.fileno(), [view[done:]], offset + done)
-      if read <= 0:
-        raise ValueError(f'{self.backing[0]}: file ends before row '
-                         f'{first_row + done // row_bytes}')
-      done += read
-
-  def read(self, indices, out):
-    """Rows ``indices`` (sorted) into ``out[:len(indices)]`` as float32."""
-    if not len(indices):
-      return
-    if self.backing is None:
-      first, last = int(indices[0]), int(indices[-1])
-      contiguous = last - first + 1 == len(indices)  # sorted and distinct
-      out[:len(indices)] = self.features[first:last + 1] if contiguous else (
-          self.features[indices])
-      return
-    dtype = self.features.dtype
-    raw = out if dtype == np.float32 else np.empty(
-        (len(indices), self.features.shape[1]), dtype)
-    starts = np.flatnonzero(np.diff(indices, prepend=indices[0] - 2) != 1)
-    ends = np.append(starts[1:], len(indices))
-    for start, end in zip(starts, ends):
-      self._pread(raw[start:end], int(indices[start]))
-    if raw is not out:
-      out[:len(indices)] = raw
-
-
-def _array_chunks(features, chunk_rows, order):
-  """(buffer (chunk_rows, d), valid rows) over ``order`` (row indices)."""
-  dim = features.shape[1]
-  with _RowReader(features) as reader:
-    for start in range(0, len(order), chunk_rows):
-      indices = order[start:start + chunk_rows]
-      buffer = np.empty((chunk_rows, dim), np.float32)
-      if len(indices) > 1 and np.any(np.diff(indices) < 0):
-        # Read in file order, keep stream order (nested sizes cut by it).
-        by_row = np.argsort(indices, kind='stable')
-        rows = np.empty((len(indices), dim), np.float32)
-        reader.read(indices[by_row], rows)
-        buffer[by_row] = rows
-      else:
-        reader.read(indices, buffer)
-      buffer[len(indices):] = 0
-      yield buffer, len(indices)
-
-
-def _iterator_chunks(pieces, chunk_rows, dim):
-  """Re-cuts an iterator of (n_i, d) arrays into fixed chunks."""
-  buffer, filled = np.zeros((chunk_rows, dim), np.float32), 0
-  for piece_number, piece in enumerate(pieces):
-    piece = np.asarray(piece)
-    if piece.ndim != 2 or piece.shape[1] != dim:
-      raise ValueError(f'distractor chunk {piece_number} must be (n, {dim}), '
-                       f'got shape {piece.shape}')
-    used = 0
-    while used < len(piece):
-      take = min(chunk_rows - filled, len(piece) - used)
-      buffer[filled:filled + take] = piece[used:used + take]
-      filled, used = filled + take, used + take
-      if filled == chunk_rows:
-        yield buffer, filled
-        buffer, filled = np.zeros((chunk_rows, dim), np.float32), 0
-  if filled:
-    yield buffer, filled
-
-
-def _distractor_chunks(features, chunk_rows, dim, order=None):
-  if hasattr(features, 'shape') and hasattr(features, 'dtype'):
-    if len(features.shape) != 2 or features.shape[1] != dim:
-      raise ValueError(f'distractor_features must be (n, {dim}) like the '
-                       f'probes, got shape {features.shape}')
-    if not np.issubdtype(features.dtype, np.floating):
-      raise ValueError('distractor_features must be floating point, got '
-                       f'{features.dtype}')
-    if order is None:
-      order = np.arange(features.shape[0])
-    return _array_chunks(features, chunk_rows, order)
-  if order is not None:
-    raise ValueError('an iterator of distractor chunks cannot be permuted or '
-                     'filtered: pass an array or memmap')
-  return _iterator_chunks(features, chunk_rows, dim)
-
-
-# ---------------------------------------------------------- device search ---
-
-
-def _top(scores, k):
-  """The k largest of each row, descending: (..., n) -> (..., k)."""
-  if k == 1:
-    return jnp.max(scores, axis=-1, keepdims=True)
-  return jax.lax.top_k(scores, k)[0]
-
-
-def _merge(tops, new, k):
-  """Running top-k (..., k) merged with candidates (..., m)."""
-  if k == 1:
-    return jnp.maximum(tops, jnp.max(new, axis=-1, keepdims=True))
-  return _top(jnp.concatenate([tops, new], axis=-1), k)
-
-
-def _merge_few(tops, scores, k, few_rows, floor):
-  """:func:`_merge` of (P, k) and (P, n) where few rows can matter.
-
-  ``floor`` (P, 1) is each probe's k-th score over all distractors so far
-  (the running top-k before this step): a new score matters only if it is
-  strictly above both that and the row's own k-th value (a score equal to
-  the final k-th value changes no value of the top-k; one below the floor
-  cannot be in it). Once many distractors are in, few probes have such a
-  score in a block (about P k n / N of them for n new scores after N), so
-  when at most ``few_rows`` do, only those rows are gathered and merged:
-  XLA's CPU top-k costs about 1.5 us a row, the product 8 us a row of 512
-  scores. Otherwise every row is merged. Rows left out only miss scores
-  that no merge of the final top-k can keep, so the result is exact.
-  """
-  if k == 1 or tops.shape[0] <= few_rows:
-    return _merge(tops, scores, k)
-  changed = jnp.any(scores > jnp.maximum(tops[:, -1:], floor), axis=1)
-
-  def few(tops):
-    rows = jnp.nonzero(changed, size=few_rows, fill_value=tops.shape[0])[0]
-    merged = _merge(tops.at[rows].get(mode='fill', fill_value=-jnp.inf),
-                    scores.at[rows].get(mode='fill', fill_value=-jnp.inf), k)
-    return tops.at[rows].set(merged, mode='drop')
-
-  return jax.lax.cond(jnp.sum(changed) <= few_rows, few,
-                      lambda tops: _merge(tops, scores, k), tops)
-
-
-@functools.lru_cache(maxsize=None)
-def _search_step(mesh, k, num_limits, normalize, sub_block, few_rows):
-  """The jitted step: merge one chunk's scores into the running top-k.
-
-  ``step(top, bad, probes, chunk, limits)``: ``chunk`` (rows, d) is split
-  by rows over every device of ``mesh``; ``limits[0]`` is the number of
-  real rows (the rest is padding, never scored), ``limits[1:]`` are cuts
-  (the running top-k after only the rows before each cut: a nested size
-  ending inside the chunk). Each device loops over its real rows
-  ``sub_block`` at a time: scores (P, sub_block), reduced to its top-k at
-  once, so a short chunk costs its real rows and the scores never exceed
-  P x sub_block per device; only the last, partial block (and every block
-  of a chunk with cuts) is masked. Full blocks merge only the rows that
-  can change (:func:`_merge_few`, with ``few_rows``). Returns the new top
-  (P, k), the count of real rows with a NaN, infinite or overflowing value
-  so far, and the (num_limits - 1, P, k) cut snapshots.
-  """
-  axes = tuple(mesh.axis_names)
-
-  def local(probes, chunk, limits, floor):
-    rows, dim = chunk.shape
-    blocks = chunk.reshape(rows // sub_block, sub_block, dim)
-    first_row = jax.lax.axis_index(axes) * rows
-    local_limits = jnp.clip(limits - first_row, 0, rows)
-    column = jnp.arange(sub_block)
-
-    def scores_of(i):
-      block = jax.lax.dynamic_index_in_dim(blocks, i, keepdims=False)
-      block, squares = _normalise_rows(block.astype(jnp.float32), normalize)
-      scores = jnp.matmul(probes, block.T,
-                          precision=jax.lax.Precision.HIGHEST,
-                          preferred_element_type=jnp.float32)
-      return scores, ~jnp.isfinite(squares[:, 0])
-
-    def masked(i, carry):
-      tops, bad = carry
-      scores, bad_rows = scores_of(i)
-      row = i * sub_block + column
-      tops = jnp.stack([
-          _merge(tops[j], jnp.where(row < local_limits[j], scores, -jnp.inf),
-                 k) for j in range(num_limits)])
-      return tops, bad + jnp.sum(bad_rows & (row < local_limits[0]))
-
-    carry = jax.lax.pcast(  # per-device values, as the loop makes them
-        (jnp.full((num_limits, probes.shape[0], k), -jnp.inf, jnp.float32),
-         jnp.zeros((), jnp.int32)), axes, to='varying')
-    if num_limits > 1:
-      carry = jax.lax.fori_loop(0, -(-local_limits[0] // sub_block), masked,
-                                carry)
-    else:
-      def full(i, carry):
-        tops, bad = carry
-        scores, bad_rows = scores_of(i)
-        return (_merge_few(tops[0], scores, k, few_rows, floor)[None],
-                bad + jnp.sum(bad_rows))
-
-      whole = local_limits[0] // sub_block
-      carry = jax.lax.fori_loop(0, whole, full, carry)
-      carry = jax.lax.cond(local_limits[0] % sub_block > 0,
-                           functools.partial(masked, whole),
-                           lambda carry: carry, carry)
-    tops, bad = carry
-    return tops[None], bad[None]
-
-  rows_spec = P(axes)
-  replicated = NamedSharding(mesh, P())
-
-  def step(top, bad, probes, chunk, limits):
-    probes = jax.reshard(probes, replicated)
-    chunk = jax.reshard(chunk, NamedSharding(mesh, rows_spec))
-    limits = jax.reshard(limits, replicated)
-    device_tops, device_bad = jax.shard_map(
-        local, mesh=mesh, in_specs=(P(), rows_spec, P(), P()),
-        out_specs=(rows_spec, rows_spec))(probes, chunk, limits,
-                                          top[:, -1:])
-    device_tops = jax.reshard(device_tops, replicated)  # (devices, L, P, k)
-    candidates = jnp.moveaxis(device_tops, 0, -2).reshape(
-        (num_limits, top.shape[0], -1))
-    merged = _merge(jnp.broadcast_to(top, (num_limits,) + top.shape),
-                    candidates, k)
-    bad = bad + jnp.sum(jax.reshard(device_bad, replicated))
-    return merged[0], bad, merged[1:]
-
-  return jax.jit(step)
-
-
-def _check_sizes(sizes):
-  if sizes is None:
-    return None
-  sizes = [_check_positive_int(size, 'each of sizes') for size in sizes]
-  if any(b <= a for a, b in zip(sizes, sizes[1:])):
-    raise ValueError(f'sizes must be strictly increasing, got {sizes}')
-  return sizes
-
-
-def _search(probes, distractor_features, k, chunk_size, mesh, sizes,
-            normalize, order=None):
-  """distractor_top_k on validated, normalised probes (a device array)."""
-  k = _check_positive_int(k, 'k')
-  chunk_size = _check_positive_int(chunk_size, 'chunk_size')
-  sizes = _check_sizes(sizes)
-  mesh = sharding.make_mesh() if mesh is None else mesh
-  devices = mesh.size
-  rows_per_device = -(-chunk_size // devices)
-  sub_block = min(SUB_BLOCK, rows_per_device)
-  rows_per_device = -(-rows_per_device // sub_block) * sub_block
-  chunk_rows = rows_per_device * devices
-  replicated = NamedSharding(mesh, P())
-  rows = NamedSharding(mesh, P(tuple(mesh.axis_names)))
-  probes = jax.device_put(probes, replicated)
-  top = jax.device_put(jnp.full((probes.shape[0], k), -jnp.inf), replicated)
-  bad = jax.device_put(jnp.zeros((), jnp.int32), replicated)
-  snapshots, pending = {}, None
-  start = 0
-  for buffer, count in _distractor_chunks(distractor_features, chunk_rows,
-                                          probes.shape[1], order):
-    end = start + count
-    cuts = [size for size in (sizes or ()) if start < size < end]
-    step = _search_step(mesh, k, 1 + len(cuts), bool(normalize), sub_block,
-                        _FEW_ROWS)
-    limits = np.array([count] + [size - start for size in cuts], np.int32)
-    top, bad, cut_tops = step(top, bad, probes, jax.device_put(buffer, rows),
-                              jax.device_put(limits, replicated))
-    for i, size in enumerate(cuts):
-      snapshots[size] = cut_tops[i]
-    if end in (sizes or ()):
-      snapshots[end] = top
-    # At most two steps in flight: the next chunk is read while this one
-    # runs, and memory stays a few chunks whatever the distractor count.
-    if pending is not None:
-      pending.block_until_ready()
-    pending, start = top, end
-  if int(bad):
-    raise ValueError('distractor_features have NaN, infinite or overflowing '
-                     f'values in {int(bad)} row(s)')
-  if sizes is None:
-    return np.asarray(top)
-  missing = [size for size in sizes if size not in snapshots]
-  if missing:
-    raise ValueError(f'sizes {missing} exceed the {start} distractors')
-  return np.stack([np.asarray(snapshots[size]) for size in sizes])
-
-
-def distractor_top_k(probe_features, distractor_features, k,
-                     chunk_size=DEFAULT_CHUNK_SIZE, mesh=None, sizes=None, *,
-                     normalize=True):
-  """Each probe's k largest distractor scores, without the full matrix.
-
-  Scores are ``s(p, d) = <p, d>`` in float32 (``Precision.HIGHEST``) of the
-  L2-normalised features. Distractors are read ``chunk_size`` rows at a
-  time into a fresh buffer (the last one zero-padded), whose rows are split
-  evenly over all devices of ``mesh``; every device scores its real rows
-  against all probes ``SUB_BLOCK`` rows at a time (padding is never scored)
-  and keeps its top-k per probe, and the same jitted step merges those into
-  the running top-k. At most two chunks are in flight (the next is read
-  while one is scored), so memory is a few chunks plus (P, SUB_BLOCK) scores
-  per device, whatever the distractor count.
-
-  Args:
-    probe_features: (P, d) probes.
-    distractor_features: (N, d) numpy array, or ``np.memmap`` (read with
-      positioned reads, never resident), or an iterable of (n_i, d) chunks.
-    k: how many scores to keep per probe.
-    chunk_size: distractor rows per step (rounded up to a multiple of the
-      device count, and of ``SUB_BLOCK`` rows per device when larger).
-    mesh: the devices to split rows over; default
-      :func:`facejax.sharding.make_mesh` (every device). Rows are split over
-      all of its axes.
-    sizes: increasing prefix sizes: also return the top-k of the first n
-      distractors for each n (one pass gives every MegaFace size).
-    normalize: L2-normalise probes and distractors first (zero vectors
-      score 0); False uses the features as given.
-
-  Returns:
-    float32 (P, k), each row descending, -inf where there are fewer than k
-    distractors; with ``sizes``, (len(sizes), P, k), one per size.
-
-  Raises:
-    ValueError: bad shapes or values (naming them), non-finite distractors,
-      or a size beyond the number of distractors.
-  """
-  probes = _normalised_probes(_probe_matrix(probe_features)) if normalize \
-      else jnp.asarray(_probe_matrix(probe_features))
-  return _search(probes, distractor_features, k, chunk_size, mesh, sizes,
-                 normalize)
 
 
 # ----------------------------------------------------------------- trials ---
@@ -639,7 +227,7 @@ def tar_at_far_from_top_k(top, probe_rows, num_distractors, genuine_scores,
 
 def _identification(probe_features, probe_ids, distractor_features, k,
                     chunk_size, mesh, normalize):
-  probes = _probe_matrix(probe_features)
+  probes = search.probe_matrix(probe_features)
   ids = np.asarray(probe_ids)
   if ids.shape != probes.shape[:1]:
     raise ValueError(f'probe_ids must be ({probes.shape[0]},), got shape '
@@ -648,15 +236,16 @@ def _identification(probe_features, probe_ids, distractor_features, k,
   if not len(probe_index):
     raise ValueError('no (probe, mate) trials: every identity has fewer than '
                      'two images')
-  probes = _normalised_probes(probes) if normalize else jnp.asarray(probes)
-  top = _search(probes, distractor_features, k, chunk_size, mesh, None,
-                normalize)
+  probes = search.prepare_probes(probes, normalize)
+  top = search.prepared_top_k(probes, distractor_features, k, chunk_size,
+                              mesh, None, normalize)
   mate_scores = _mate_scores(probes, probe_index, mate_index)
   return cmc_from_top_k(top, probe_index, mate_scores, k)
 
 
 def megaface_rank1(probe_features, probe_ids, distractor_features, *,
-                   chunk_size=DEFAULT_CHUNK_SIZE, mesh=None, normalize=True):
+                   chunk_size=search.DEFAULT_CHUNK_SIZE, mesh=None,
+                   normalize=True):
   """MegaFace rank-1 identification rate against all the distractors given.
 
   The fraction of (probe, mate) trials whose mate scores strictly above
@@ -667,7 +256,8 @@ def megaface_rank1(probe_features, probe_ids, distractor_features, *,
     probe_features: (P, d) probe (FaceScrub) features.
     probe_ids: (P,) their identities.
     distractor_features: (N, d) array or memmap, or an iterable of chunks.
-    chunk_size, mesh, normalize: as :func:`distractor_top_k`.
+    chunk_size, mesh, normalize: as
+      :func:`facejax.metrics.search.distractor_top_k`.
 
   Returns:
     The rank-1 rate, a float in [0, 1].
@@ -677,7 +267,7 @@ def megaface_rank1(probe_features, probe_ids, distractor_features, *,
 
 
 def cmc(probe_features, probe_ids, distractor_features, max_rank=10, *,
-        chunk_size=DEFAULT_CHUNK_SIZE, mesh=None, normalize=True):
+        chunk_size=search.DEFAULT_CHUNK_SIZE, mesh=None, normalize=True):
   """MegaFace CMC: identification rates at ranks 1..max_rank.
 
   Args: as :func:`megaface_rank1`, and ``max_rank``.
@@ -685,7 +275,7 @@ def cmc(probe_features, probe_ids, distractor_features, max_rank=10, *,
   Returns:
     float64 (max_rank,): CMC(1), ..., CMC(max_rank), non-decreasing.
   """
-  max_rank = _check_positive_int(max_rank, 'max_rank')
+  max_rank = search.check_positive_int(max_rank, 'max_rank')
   return _identification(probe_features, probe_ids, distractor_features,
                          max_rank, chunk_size, mesh, normalize)
 
@@ -739,10 +329,92 @@ def _distractor_count(distractor_features):
   return distractor_features.shape[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Stream:
+  """One pass over the distractors, which the exact TAR may scan again.
+
+  Attributes:
+    probes: the kept probes as the search scores them
+      (:func:`facejax.metrics.search.prepare_probes`).
+    distractor_features: the (N, d) array or memmap.
+    order: its rows in stream order (kept distractors only).
+    lengths: the non-zero prefix lengths cut from the stream, increasing.
+    chunk_size, mesh, normalize: as
+      :func:`facejax.metrics.search.distractor_top_k`.
+  """
+  probes: object
+  distractor_features: object
+  order: np.ndarray
+  lengths: list
+  chunk_size: int
+  mesh: object
+  normalize: bool
+
+  def top_k(self, k, rows=None):
+    """(len(lengths), P, k): every probe's (or ``rows``') top-k at each
+    length, in one pass."""
+    probes = self.probes if rows is None else self.probes[rows]
+    return search.prepared_top_k(
+        probes, self.distractor_features, k, self.chunk_size, self.mesh,
+        self.lengths, self.normalize, order=self.order)
+
+
+def _exact_tar(stream, tops, mate_scores, far, verification_top_k):
+  """TAR at FAR at every prefix length of ``stream``, exact (module doc).
+
+  First from the pass's top-k lists; the probes whose lists were cut above
+  the threshold at some length are then scanned again, once for every
+  length, keeping the allowed + 1 scores the largest length needs, and
+  every length is measured from those longer lists. Should a rescan keep
+  more than ``_MAX_RESCAN_SCORES`` scores, it warns instead, and the
+  lists' result stands (``exact`` False: the TAR is an upper bound).
+
+  Args:
+    stream: the pass (:class:`_Stream`).
+    tops: {prefix length: (P, k) top-k impostor scores of every kept probe}
+      for every prefix length of the stream, 0 included.
+    mate_scores: (T,) genuine pair scores.
+    far: the false accept rate.
+    verification_top_k: the caller's argument, which the warning names.
+
+  Returns:
+    {prefix length: :func:`tar_at_far_from_top_k`'s dict}.
+  """
+  all_probes = np.arange(len(stream.probes))
+  verifications = {length: tar_at_far_from_top_k(top, all_probes, length,
+                                                  mate_scores, far)
+                   for length, top in tops.items()}
+  short = [v for v in verifications.values() if not v['exact']]
+  if not short:
+    return verifications
+  rows = np.unique(np.concatenate([v['short_rows'] for v in short]))
+  long_k = min(max(v['allowed'] + 1 for v in short), max(tops))
+  if len(rows) * long_k > _MAX_RESCAN_SCORES:
+    warnings.warn(
+        f'TAR at FAR={far} is not exact (an upper bound, tar_exact='
+        f'False): it needs the top {long_k} impostor scores of '
+        f'{len(rows)} probes, more than a rescan keeps '
+        f'({_MAX_RESCAN_SCORES:,}); raise verification_top_k (now '
+        f'{verification_top_k}) or lower far', stacklevel=3)
+    return verifications
+  longer = stream.top_k(long_k, rows)
+  for length, longer_top in zip(stream.lengths, longer):
+    top = tops[length]
+    combined = np.full((len(all_probes), long_k), -np.inf, np.float32)
+    combined[:, :top.shape[1]] = top
+    combined[rows] = longer_top
+    verification = tar_at_far_from_top_k(combined, all_probes, length,
+                                         mate_scores, far)
+    assert verification['exact'], 'k = allowed + 1 is always enough'
+    verifications[length] = verification
+  return verifications
+
+
 def megaface_evaluate(probe_features, probe_ids, distractor_features,
                       sizes=DEFAULT_SIZES, max_rank=10, far=1e-6, seed=0,
                       probe_exclude=None, distractor_exclude=None,
-                      distractor_lists=None, *, chunk_size=DEFAULT_CHUNK_SIZE,
+                      distractor_lists=None, *,
+                      chunk_size=search.DEFAULT_CHUNK_SIZE,
                       mesh=None, normalize=True, verification_top_k=16):
   """The MegaFace Challenge 1 results at every distractor size, in one pass.
 
@@ -764,7 +436,8 @@ def megaface_evaluate(probe_features, probe_ids, distractor_features,
       {label: row indices into distractor_features} (the devkit's per-size
       lists, resolved to rows). Nested lists are scanned in one pass, others
       one pass each.
-    chunk_size, mesh, normalize: as :func:`distractor_top_k`.
+    chunk_size, mesh, normalize: as
+      :func:`facejax.metrics.search.distractor_top_k`.
     verification_top_k: impostor scores kept per probe in the main pass
       (with ``max_rank``); probes for which that is not enough for an exact
       TAR are rescanned with as many as needed (see the module doc).
@@ -777,14 +450,14 @@ def megaface_evaluate(probe_features, probe_ids, distractor_features,
     exclusion), ``impostor_pairs``, ``skipped`` (False); a skipped size maps
     to {``skipped``: True, ``note``: why}.
   """
-  probes = _probe_matrix(probe_features)
+  probes = search.probe_matrix(probe_features)
   ids = np.asarray(probe_ids)
   if ids.shape != probes.shape[:1]:
     raise ValueError(f'probe_ids must be ({probes.shape[0]},), got shape '
                      f'{ids.shape}')
-  max_rank = _check_positive_int(max_rank, 'max_rank')
-  verification_top_k = _check_positive_int(verification_top_k,
-                                           'verification_top_k')
+  max_rank = search.check_positive_int(max_rank, 'max_rank')
+  verification_top_k = search.check_positive_int(verification_top_k,
+                                                 'verification_top_k')
   if not 0 <= far <= 1:
     raise ValueError(f'far must be in [0, 1], got {far}')
   num_distractors = _distractor_count(distractor_features)
@@ -792,63 +465,36 @@ def megaface_evaluate(probe_features, probe_ids, distractor_features,
   distractor_keep = _row_mask(distractor_exclude, num_distractors,
                               'distractor_exclude')
   if distractor_lists is None:
-    sizes = _check_sizes(sizes)
+    sizes = search.check_sizes(sizes)
   probe_rows = np.flatnonzero(probe_keep)
   probe_index, mate_index = trials(ids[probe_rows])
   if not len(probe_index):
     raise ValueError('no (probe, mate) trials: every identity has fewer than '
                      'two kept images')
-  kept = probes[probe_rows]
-  kept = _normalised_probes(kept) if normalize else jnp.asarray(kept)
+  kept = search.prepare_probes(probes[probe_rows], normalize)
   mate_scores = _mate_scores(kept, probe_index, mate_index)
   identities = len(np.unique(ids[probe_rows][probe_index]))
   k = max(max_rank, verification_top_k)
-  search = functools.partial(_search, chunk_size=chunk_size, mesh=mesh,
-                             normalize=normalize)
   streams, skipped = _size_streams(num_distractors, distractor_keep, sizes,
                                    seed, distractor_lists)
   results = {label: dict(skipped=True, note=note)
              for label, note in skipped.items()}
-  all_probes = np.arange(len(probe_rows))
   for order, prefixes in streams:
     lengths = [length for _, length in prefixes]
-    sizes_in_stream = sorted({length for length in lengths if length})
+    stream = _Stream(kept, distractor_features, order,
+                     sorted({length for length in lengths if length}),
+                     chunk_size, mesh, normalize)
     tops = {}
-    if sizes_in_stream:
-      found = search(kept, distractor_features, k, sizes=sizes_in_stream,
-                     order=order)
-      tops = dict(zip(sizes_in_stream, found))
-    verifications = {}
-    for length in set(lengths):
-      top = tops.get(length, np.full((len(probe_rows), k), -np.inf,
-                                     np.float32))
-      verifications[length] = (top, tar_at_far_from_top_k(
-          top, all_probes, length, mate_scores, far))
-    short = [v for _, v in verifications.values() if not v['exact']]
-    if short:  # rescan the probes whose lists were too short, long enough
-      rows = np.unique(np.concatenate([v['short_rows'] for v in short]))
-      long_k = min(max(v['allowed'] + 1 for v in short), max(lengths))
-      if len(rows) * long_k > _MAX_RESCAN_SCORES:
-        warnings.warn(
-            f'TAR at FAR={far} is not exact (an upper bound, tar_exact='
-            f'False): it needs the top {long_k} impostor scores of '
-            f'{len(rows)} probes, more than a rescan keeps '
-            f'({_MAX_RESCAN_SCORES:,}); raise verification_top_k (now '
-            f'{verification_top_k}) or lower far', stacklevel=2)
-      else:
-        longer = search(kept[rows], distractor_features, long_k,
-                        sizes=sizes_in_stream, order=order)
-        for length, top in tops.items():
-          combined = np.full((len(probe_rows), long_k), -np.inf, np.float32)
-          combined[:, :k] = top
-          combined[rows] = longer[sizes_in_stream.index(length)]
-          verification = tar_at_far_from_top_k(combined, all_probes, length,
-                                               mate_scores, far)
-          assert verification['exact'], 'k = allowed + 1 is always enough'
-          verifications[length] = (top, verification)
+    if stream.lengths:
+      tops = dict(zip(stream.lengths, stream.top_k(k)))
+    for length in set(lengths) - set(tops):  # no distractor kept
+      tops[length] = np.full((len(probe_rows), k), -np.inf, np.float32)
+    verifications = _exact_tar(stream, tops, mate_scores, far,
+                               verification_top_k)
     for label, length in prefixes:
-      top, verification = verifications[length]
-      curve = cmc_from_top_k(top, probe_index, mate_scores, max_rank)
+      verification = verifications[length]
+      curve = cmc_from_top_k(tops[length], probe_index, mate_scores,
+                             max_rank)
       results[label] = dict(
           skipped=False, rank1=float(curve[0]), cmc=curve.tolist(),
           tar_at_far=verification['tar'], tar_exact=verification['exact'],
