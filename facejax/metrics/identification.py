@@ -47,9 +47,10 @@ lists: the result is exact when every probe whose list was cut (more than k
 distractors) has its k-th score <= t (missing scores are then <= t and
 cannot move it), which holds whenever k >= a + 1. :func:`megaface_evaluate`
 checks this and rescans the distractors for the few probes that fail it
-with k = a + 1 (:func:`_exact_tar`), so its TAR is exact; should that need more than 2^24
-scores (a large FAR), it warns instead and reports ``tar_exact=False``
-(the TAR is then an upper bound: the threshold found is <= the true one).
+with k = a + 1 (:func:`_exact_tar`), so its TAR is exact; should that need
+more than 2^24 scores (a large FAR), it warns instead and reports
+``tar_exact=False`` (the TAR is then an upper bound: the threshold found
+is <= the true one).
 
 Exclusions (the ArcFace paper's cleaned lists, read with
 :func:`facejax.data.megaface.read_noise_list` and
