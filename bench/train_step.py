@@ -61,6 +61,7 @@ import ml_collections
 import numpy as np
 
 from bench import table
+from facejax import inference
 from facejax import models
 from facejax import sharding
 from facejax.models import counting
@@ -121,14 +122,6 @@ def training_flops_per_image(model, image_size, embedding_dim, num_classes):
   """
   macs = counting.count_macs(model, (1, image_size, image_size, 3))
   return 6 * macs, 6 * embedding_dim * num_classes
-
-
-def embedding_dim(model, image_size):
-  """The backbone's embedding size, from shapes alone (no compute)."""
-  def embed_one(key):
-    images = jnp.zeros((1, image_size, image_size, 3))
-    return model.apply(model.init(key, images), images)
-  return jax.eval_shape(embed_one, jax.random.key(0)).shape[-1]
 
 
 def synthetic_batch(batch_size, image_size, num_classes, seed=0):
@@ -264,7 +257,7 @@ def main(argv=None):
   kwargs = dict(TINY_IRESNET) if args.tiny else {}
   compute_dtype = jnp.dtype(args.dtype)
   model = models.get(args.model, dtype=compute_dtype, **kwargs)
-  dim = embedding_dim(model, args.image_size)
+  dim = inference.embedding_dim(model, (args.image_size,) * 2 + (3,))
   device_kind = devices[0].device_kind
   peak, peak_label = peak_flops(device_kind, args.dtype)
   model_label = args.model + (' (tiny)' if args.tiny else '')

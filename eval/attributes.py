@@ -50,8 +50,8 @@ DEFAULT_KNN_K = 10  # neighbouring centroids (of 4 per attribute: 2 x 2)
 def restore_head(embedder, num_attributes):
   """The attribute head's parameters at the embedder's checkpoint step."""
   config = embedder.config
-  dim = loop.embedding_dim(embedder.model, (config.data.image_size,) * 2
-                           + (3,))
+  dim = inference.embedding_dim(embedder.model,
+                                (config.data.image_size,) * 2 + (3,))
   objective = objectives.Objective(config.loss, 1, dim, num_examples=1,
                                    num_attributes=num_attributes)
   abstract = jax.eval_shape(objective.init_head, jax.random.key(0))

@@ -5,10 +5,13 @@
     inference.extract(embedder, paths, 'runs/default/features/lfw')
 
 The backbone is restored alone (not the class weights or the optimizer
-state) from the run's orbax checkpoint, replicated over every local device;
-batches are split over all devices, the last one padded and masked, and
-with ``flip`` each embedding is the sum of the image's and its mirror
-image's (insightface's flip test) before L2 normalisation.
+state) from the run's orbax checkpoint, replicated over every local device
+(:func:`restore_backbone`; ``init_from`` fine-tuning starts from it too,
+:func:`initialise_from`); batches are split over all devices, the last one
+padded and masked, and with ``flip`` each embedding is the sum of the
+image's and its mirror image's (insightface's flip test) before L2
+normalisation (:func:`embed_source`, which the training loop's in-training
+evaluation and LMLE's re-clustering use as well).
 """
 
 import hashlib
@@ -20,11 +23,13 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
+from facejax import models
 from facejax import sharding
+from facejax.data import device
 from facejax.data import pipeline
 from facejax.data import sources
 from facejax.training import checkpoint
-from facejax.training import loop
+from facejax.training import config_rules
 from facejax.training import observe
 from facejax.training import run_directory
 from facejax.training import step as step_lib
@@ -33,6 +38,129 @@ DEFAULT_BATCH_SIZE = 256
 FEATURES_FILE = 'features.npy'
 FILES_FILE = 'files.txt'
 MANIFEST_FILE = 'extract.json'
+
+
+def build_model(config):
+  """The backbone of ``config.model``, computing in ``compute_dtype``."""
+  kwargs = dict(config.model.get('kwargs', {}))
+  kwargs['dtype'] = jnp.dtype(config.get('compute_dtype', 'float32'))
+  return models.get(config.model.name, **kwargs)
+
+
+def embedding_dim(model, image_shape):
+  """The model's embedding size, from shapes alone (no compute)."""
+  def embed_one(key):
+    images = jnp.zeros((1,) + tuple(image_shape))
+    return model.apply(model.init(key, images), images)
+  return jax.eval_shape(embed_one, jax.random.key(0)).shape[-1]
+
+
+def restore_backbone(config, workdir, step=None, mesh=None):
+  """(model, variables) of a run's checkpoint, for evaluation or fine-tuning.
+
+  Restores only the backbone's parameters and batch statistics (not the
+  class weights or the optimizer state), replicated over ``mesh`` (default:
+  every device), from the latest or the given step, verified against the
+  step's checksums; changes nothing in ``workdir`` (another trainer may be
+  writing it).
+
+  Raises:
+    FileNotFoundError: no checkpoint (or no checkpoint ``step``).
+    checkpoint.DamagedCheckpointError: the step is incomplete or damaged
+      (the message names it, why, and the newest step that looks intact).
+  """
+  mesh = mesh or sharding.make_mesh()
+  model = build_model(config)
+  size = config.data.image_size
+  images = jnp.zeros((1, size, size, 3))
+  abstract = jax.eval_shape(model.init, jax.random.key(0), images)
+  replicated = sharding.replicated(mesh)
+  abstract = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                        sharding=replicated), abstract)
+  checkpoints = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                        read_only=True)
+  try:
+    params = checkpoints.restore_subtree(abstract['params'],
+                                         ('params', 'backbone'), step)
+    batch_stats = checkpoints.restore_subtree(
+        abstract.get('batch_stats', {}), ('batch_stats',), step)
+  finally:
+    checkpoints.close()
+  return model, dict(params=params, batch_stats=batch_stats)
+
+
+def backbone_variables(state):
+  """The backbone's ``{'params', 'batch_stats'}`` in a train state."""
+  return dict(params=state.params['backbone'], batch_stats=state.batch_stats)
+
+
+def initialise_from(state, workdir, mesh):
+  """``state`` with the backbone (parameters and batch statistics) of the
+  run in ``workdir``; the architectures must match."""
+  _, variables = restore_backbone(run_directory.load_config(workdir),
+                                  workdir, mesh=mesh)
+  shapes = jax.tree.map(np.shape, (state.params['backbone'],
+                                   state.batch_stats))
+  if jax.tree.map(np.shape, (variables['params'],
+                             variables['batch_stats'])) != shapes:
+    raise config_rules.ConfigError(
+        f'init_from={workdir!r}: its backbone does not match config.model '
+        '(different architecture or sizes)')
+  target = jax.tree.map(lambda leaf: leaf.sharding,
+                        (state.params['backbone'], state.batch_stats))
+  params, batch_stats = jax.device_put(
+      (variables['params'], variables['batch_stats']), target)
+  return state.replace(params=dict(state.params, backbone=params),
+                       batch_stats=batch_stats)
+
+
+def embed_source(embed, variables, source, mesh, batch_size, image_size,
+                 flip=True, progress=None, normalise=True):
+  """L2-normalised embeddings of every image of ``source``, (N, D) float32.
+
+  Args:
+    embed: :func:`facejax.training.step.make_embed`'s function.
+    variables: ``{'params', 'batch_stats'}`` of the backbone.
+    source: a random-access source (:mod:`facejax.data.sources`).
+    mesh: the device mesh; batches are split over all of its devices, the
+      last one padded and the padding masked out.
+    batch_size: images per global batch.
+    image_size: the model's input side.
+    flip: test-time augmentation: the sum of the embeddings of the image and
+      its mirror image (insightface's flip test).
+    progress: optional callable ``progress(images_done)``.
+    normalise: False: the raw embeddings instead (with ``flip``, the mean
+      of the two views), e.g. for a head trained on them.
+  """
+  features = None
+  batches = pipeline.eval_dataset(source, batch_size, image_size=image_size,
+                                  flip=flip)
+  batch_sharding = sharding.batch_sharding(mesh)
+  params, batch_stats = variables['params'], variables['batch_stats']
+  done = 0
+  for batch in batches.as_numpy_iterator():
+    views = dict(image=batch['image'])
+    if flip:
+      views['flipped'] = batch['image_flipped']
+    views = device.to_global(views, batch_sharding)
+    summed = sum(embed(params, batch_stats, view) for view in views.values())
+    index, mask = batch['index'], batch['mask']
+    if jax.process_count() > 1:  # every process gets the whole batch
+      summed = multihost_utils.process_allgather(summed, tiled=True)
+      index = multihost_utils.process_allgather(index, tiled=True)
+      mask = multihost_utils.process_allgather(mask, tiled=True)
+    summed = np.asarray(jax.device_get(summed))
+    if features is None:
+      features = np.zeros((source.num_examples, summed.shape[1]), np.float32)
+    features[index[mask]] = summed[mask]
+    done += int(mask.sum())
+    if progress:
+      progress(done)
+  if not normalise:
+    return features / len(views)
+  return features / np.maximum(
+      np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
 class Embedder:
@@ -76,7 +204,7 @@ class Embedder:
       if not steps:
         raise FileNotFoundError(f'{checkpoints}: no checkpoint in it')
       step = steps[-1]
-    model, variables = loop.restore_backbone(config, workdir, step, mesh)
+    model, variables = restore_backbone(config, workdir, step, mesh)
     return cls(config, model, variables, mesh, batch_size, step, workdir)
 
   @property
@@ -97,7 +225,7 @@ class Embedder:
     bar = observe.Progress(source.num_examples, 0, 1, unit='images',
                            enabled=progress and jax.process_index() == 0)
     with jax.set_mesh(self.mesh):
-      return loop.embed_source(
+      return embed_source(
           self._embed, self.variables, source, self.mesh, self.batch_size,
           self.image_size, flip=flip,
           progress=lambda done: bar.update(done, {}), normalise=normalise)

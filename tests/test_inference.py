@@ -31,8 +31,8 @@ def test_embedder_matches_the_in_training_embedding(trained):
   assert features.shape == (9, 8)
   np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1, rtol=1e-5)
   from facejax.training import step as step_lib  # the loop's own path
-  expected = loop.embed_source(
-      step_lib.make_embed(run.model, run.mesh), loop.backbone_variables(
+  expected = inference.embed_source(
+      step_lib.make_embed(run.model, run.mesh), inference.backbone_variables(
           run.state), source, run.mesh, 8, 32)
   np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
   # The flip test is symmetric: an image and its mirror embed the same.

@@ -71,7 +71,7 @@ def _export(args):
   from facejax import interop  # pylint: disable=import-outside-toplevel
   from facejax.interop import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from facejax.training import checkpoint  # pylint: disable=import-outside-toplevel
-  from facejax.training import loop  # pylint: disable=import-outside-toplevel
+  from facejax import inference  # pylint: disable=import-outside-toplevel
   from facejax.training import run_directory  # pylint: disable=import-outside-toplevel
   config = workdir_lib.float32_copy(
       run_directory.load_config(args.checkpoint))
@@ -82,7 +82,8 @@ def _export(args):
     if not steps:
       raise FileNotFoundError(f'{args.checkpoint}/checkpoints: no checkpoint')
     step = steps[-1]
-  model, variables = loop.restore_backbone(config, args.checkpoint, step)
+  model, variables = inference.restore_backbone(config, args.checkpoint,
+                                               step)
   variables = jax.tree.map(np.asarray, variables)
   size = config.data.image_size
   interop.to_onnx(model, variables, args.out, size)

@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from facejax import inference
 from facejax import sharding
 from facejax.interop.errors import ConversionError
 from facejax.training import checkpoint
-from facejax.training import loop
 from facejax.training import run_directory
 
 IMPORT_STEP = 0
@@ -71,7 +71,7 @@ def write(workdir, conversion, source, source_format,
                                async_save=False) as checkpoints:
     checkpoints.save(IMPORT_STEP, state, force=True)
   run_directory.save_config(config, workdir)
-  _, restored = loop.restore_backbone(config, workdir, IMPORT_STEP,
+  _, restored = inference.restore_backbone(config, workdir, IMPORT_STEP,
                                       sharding.make_mesh())
   saved = jax.tree.map(np.asarray, conversion.variables)
   back = jax.tree.map(np.asarray, restored)

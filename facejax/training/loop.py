@@ -30,15 +30,13 @@ anything is saved: losses are checked before every checkpoint.
 """
 
 import dataclasses
-import os
 import sys
 
 import jax
-from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from facejax import models
+from facejax import inference
 from facejax import sharding
 from facejax.data import attribute_sources
 from facejax.data import augment
@@ -48,7 +46,6 @@ from facejax.data import sources
 from facejax.data import synthetic
 from facejax.losses import attributes as attribute_losses
 from facejax.training import adaptive_weighting
-from facejax.training import checkpoint
 from facejax.training import clusters as clusters_lib
 from facejax.training import config_checks
 from facejax.training import config_rules
@@ -94,21 +91,6 @@ def training_source(data_config):
                              or None)
 
 
-def build_model(config):
-  """The backbone of ``config.model``, computing in ``compute_dtype``."""
-  kwargs = dict(config.model.get('kwargs', {}))
-  kwargs['dtype'] = jnp.dtype(config.get('compute_dtype', 'float32'))
-  return models.get(config.model.name, **kwargs)
-
-
-def embedding_dim(model, image_shape):
-  """The model's embedding size, from shapes alone (no compute)."""
-  def embed_one(key):
-    images = jnp.zeros((1,) + tuple(image_shape))
-    return model.apply(model.init(key, images), images)
-  return jax.eval_shape(embed_one, jax.random.key(0)).shape[-1]
-
-
 def verification_set(eval_config):
   """The in-training pair set: (source, first, second, issame).
 
@@ -126,102 +108,15 @@ def verification_set(eval_config):
   return source, np.arange(pairs), np.arange(pairs, 2 * pairs), issame
 
 
-def embed_source(embed, variables, source, mesh, batch_size, image_size,
-                 flip=True, progress=None, normalise=True):
-  """L2-normalised embeddings of every image of ``source``, (N, D) float32.
-
-  Args:
-    embed: :func:`facejax.training.step.make_embed`'s function.
-    variables: ``{'params', 'batch_stats'}`` of the backbone.
-    source: a random-access source (:mod:`facejax.data.sources`).
-    mesh: the device mesh; batches are split over all of its devices, the
-      last one padded and the padding masked out.
-    batch_size: images per global batch.
-    image_size: the model's input side.
-    flip: test-time augmentation: the sum of the embeddings of the image and
-      its mirror image (insightface's flip test).
-    progress: optional callable ``progress(images_done)``.
-    normalise: False: the raw embeddings instead (with ``flip``, the mean
-      of the two views), e.g. for a head trained on them.
-  """
-  features = None
-  batches = pipeline.eval_dataset(source, batch_size, image_size=image_size,
-                                  flip=flip)
-  batch_sharding = sharding.batch_sharding(mesh)
-  params, batch_stats = variables['params'], variables['batch_stats']
-  done = 0
-  for batch in batches.as_numpy_iterator():
-    views = dict(image=batch['image'])
-    if flip:
-      views['flipped'] = batch['image_flipped']
-    views = device.to_global(views, batch_sharding)
-    summed = sum(embed(params, batch_stats, view) for view in views.values())
-    index, mask = batch['index'], batch['mask']
-    if jax.process_count() > 1:  # every process gets the whole batch
-      summed = multihost_utils.process_allgather(summed, tiled=True)
-      index = multihost_utils.process_allgather(index, tiled=True)
-      mask = multihost_utils.process_allgather(mask, tiled=True)
-    summed = np.asarray(jax.device_get(summed))
-    if features is None:
-      features = np.zeros((source.num_examples, summed.shape[1]), np.float32)
-    features[index[mask]] = summed[mask]
-    done += int(mask.sum())
-    if progress:
-      progress(done)
-  if not normalise:
-    return features / len(views)
-  return features / np.maximum(
-      np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-
-
-def backbone_variables(state):
-  """The backbone's ``{'params', 'batch_stats'}`` in a train state."""
-  return dict(params=state.params['backbone'], batch_stats=state.batch_stats)
-
-
 def verification_accuracy(embed, state, verification, mesh, batch_size,
                           image_size):
   """LFW-protocol 10-fold accuracy of the current model on the pairs."""
   source, first, second, issame = verification
-  features = embed_source(embed, backbone_variables(state), source, mesh,
-                          batch_size, image_size)
+  features = inference.embed_source(
+      embed, inference.backbone_variables(state), source, mesh, batch_size,
+      image_size)
   scores = np.sum(features[first] * features[second], axis=1)
   return synthetic.ten_fold_accuracy(scores, issame)[0]
-
-
-def restore_backbone(config, workdir, step=None, mesh=None):
-  """(model, variables) of a run's checkpoint, for evaluation or fine-tuning.
-
-  Restores only the backbone's parameters and batch statistics (not the
-  class weights or the optimizer state), replicated over ``mesh`` (default:
-  every device), from the latest or the given step, verified against the
-  step's checksums; changes nothing in ``workdir`` (another trainer may be
-  writing it).
-
-  Raises:
-    FileNotFoundError: no checkpoint (or no checkpoint ``step``).
-    checkpoint.DamagedCheckpointError: the step is incomplete or damaged
-      (the message names it, why, and the newest step that looks intact).
-  """
-  mesh = mesh or sharding.make_mesh()
-  model = build_model(config)
-  size = config.data.image_size
-  images = jnp.zeros((1, size, size, 3))
-  abstract = jax.eval_shape(model.init, jax.random.key(0), images)
-  replicated = sharding.replicated(mesh)
-  abstract = jax.tree.map(
-      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                        sharding=replicated), abstract)
-  checkpoints = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                        read_only=True)
-  try:
-    params = checkpoints.restore_subtree(abstract['params'],
-                                         ('params', 'backbone'), step)
-    batch_stats = checkpoints.restore_subtree(
-        abstract.get('batch_stats', {}), ('batch_stats',), step)
-  finally:
-    checkpoints.close()
-  return model, dict(params=params, batch_stats=batch_stats)
 
 
 def local_copy(tree):
@@ -248,9 +143,10 @@ def recluster(embed, state, source, mesh, config, step):
   k = config.loss.clusters_per_class
   iterations = config.loss.get('cluster_iterations', 20)
   if config.loss.name == 'lmle_attributes':
-    features = embed_source(embed, backbone_variables(state), source, mesh,
-                            config.eval.batch_size, config.data.image_size,
-                            flip=False, normalise=False)
+    features = inference.embed_source(
+        embed, inference.backbone_variables(state), source, mesh,
+        config.eval.batch_size, config.data.image_size, flip=False,
+        normalise=False)
     per_attribute = attribute_features(
         features, local_copy(state.params['head']['attribute_projection']))
     assignments = np.stack([clusters_lib.within_class_kmeans(
@@ -259,8 +155,9 @@ def recluster(embed, state, source, mesh, config, step):
         seed=(config.seed, step, a)).assignments
                             for a in range(len(per_attribute))])
   else:
-    features = embed_source(embed, backbone_variables(state), source, mesh,
-                            config.eval.batch_size, config.data.image_size)
+    features = inference.embed_source(
+        embed, inference.backbone_variables(state), source, mesh,
+        config.eval.batch_size, config.data.image_size)
     assignments = clusters_lib.within_class_kmeans(
         features, source.labels, k, num_classes=source.num_classes,
         iterations=iterations, seed=(config.seed, step)).assignments
@@ -270,9 +167,10 @@ def recluster(embed, state, source, mesh, config, step):
 
 def validation_task_losses(embed, state, source, mesh, config):
   """(A,) float32: each attribute's sigmoid cross-entropy on ``source``."""
-  features = embed_source(embed, backbone_variables(state), source, mesh,
-                          config.eval.batch_size, config.data.image_size,
-                          flip=False, normalise=False)
+  features = inference.embed_source(
+      embed, inference.backbone_variables(state), source, mesh,
+      config.eval.batch_size, config.data.image_size, flip=False,
+      normalise=False)
   head = local_copy(state.params['head'])
   logits = attribute_losses.attribute_logits(
       jnp.asarray(features), jnp.asarray(head['attribute_weights']),
@@ -290,25 +188,6 @@ def record_validation(embed, state, source, mesh, config):
       jax.device_put(losses, sharding.replicated(mesh)))
   return state.replace(extra=dict(state.extra,
                                   task_weighting=weighting._asdict()))
-
-
-def initialise_from(state, workdir, mesh):
-  """``state`` with the backbone (parameters and batch statistics) of the
-  run in ``workdir``; the architectures must match."""
-  _, variables = restore_backbone(run_directory.load_config(workdir),
-                                  workdir, mesh=mesh)
-  shapes = jax.tree.map(np.shape, (state.params['backbone'],
-                                   state.batch_stats))
-  if jax.tree.map(np.shape, (variables['params'],
-                             variables['batch_stats'])) != shapes:
-    raise ConfigError(f'init_from={workdir!r}: its backbone does not match '
-                      'config.model (different architecture or sizes)')
-  target = jax.tree.map(lambda leaf: leaf.sharding,
-                        (state.params['backbone'], state.batch_stats))
-  params, batch_stats = jax.device_put(
-      (variables['params'], variables['batch_stats']), target)
-  return state.replace(params=dict(state.params, backbone=params),
-                       batch_stats=batch_stats)
 
 
 def _check_finite(pending, step):
@@ -344,11 +223,11 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
   num_classes = source.num_classes
   mesh = mesh or sharding.make_mesh(
       model=config_checks.model_axis_size(config, len(devices)))
-  model = build_model(config)
+  model = inference.build_model(config)
   image_shape = (config.data.image_size, config.data.image_size, 3)
   key = jax.random.key(config.seed)
   objective = objectives.Objective(config.loss, num_classes,
-                                   embedding_dim(model, image_shape),
+                                   inference.embedding_dim(model, image_shape),
                                    class_shards=mesh.shape[sharding.MODEL],
                                    num_examples=source.num_examples,
                                    num_attributes=len(getattr(
@@ -373,7 +252,7 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
       state, shardings = state_lib.create(key, model, objective, optimizer,
                                           image_shape, mesh, shard_backbone)
       if config.get('init_from'):
-        state = initialise_from(state, config.init_from, mesh)
+        state = inference.initialise_from(state, config.init_from, mesh)
     start = int(jax.device_get(state.step))
     train_step = step_lib.make_train_step(
         model, objective, optimizer, mesh, shardings,

@@ -13,6 +13,7 @@ import jax
 import ml_collections
 import pytest
 
+from facejax import inference
 from facejax import models
 from facejax.training import config_checks
 from facejax.training import loop
@@ -267,7 +268,8 @@ def test_every_model_runs_at_its_minimum_image_size(name):
   config.data.image_size = size
   config_checks.check_config(config, 8)
   # Shapes only: the backbone's embedding at that size, no compute.
-  assert loop.embedding_dim(loop.build_model(config), (size, size, 3)) > 0
+  assert inference.embedding_dim(inference.build_model(config),
+                                 (size, size, 3)) > 0
 
 
 @pytest.mark.parametrize('flag, message', [

@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
+from facejax import inference
 from facejax.data import attribute_sources
 from facejax.training import config_checks
-from facejax.training import loop
 from facejax.training import objectives
 from train.configs import attributes
 from train.configs import sweep
@@ -53,9 +53,9 @@ def test_config_checks_and_builds(name, tmp_path):
   config_checks.check_config(config, num_devices=8)
   config_checks.check_source(config, source_of(1, images_per_class=8000)
                     if with_attributes else source_of(classes))
-  model = loop.build_model(config)
+  model = inference.build_model(config)
   size = config.data.image_size
-  dim = loop.embedding_dim(model, (size, size, 3))
+  dim = inference.embedding_dim(model, (size, size, 3))
   objective = objectives.Objective(config.loss, classes, dim,
                                    num_examples=20 * classes,
                                    num_attributes=40 if with_attributes

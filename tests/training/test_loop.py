@@ -49,7 +49,7 @@ def test_resume_is_exact(tmp_path, whole_run):
   # The backbone alone, restored from the config the run wrote.
   saved = run_directory.load_config(whole.workdir)
   assert saved.model.kwargs.stage_features == [4, 4, 8, 8]
-  model, variables = loop.restore_backbone(saved, whole.workdir)
+  model, variables = inference.restore_backbone(saved, whole.workdir)
   for a, b in zip(leaves(variables['params']),
                   leaves(whole.state.params['backbone'])):
     np.testing.assert_array_equal(a, b)
@@ -246,11 +246,11 @@ def test_damaged_newest_steps_refused_by_eval_skipped_by_training(
   with pytest.raises(checkpoint.DamagedCheckpointError,
                      match=r'step 9 .* _CHECKPOINT_METADATA is missing; the '
                      r'newest step that looks intact is 4 \(e.g. --step 4\)'):
-    loop.restore_backbone(config, str(workdir))
+    inference.restore_backbone(config, str(workdir))
   with pytest.raises(checkpoint.DamagedCheckpointError,
                      match='step 5 .* metrics/metrics is empty'):
     inference.Embedder.from_workdir(str(workdir), step=5)
-  _, variables = loop.restore_backbone(config, str(workdir), step=4)
+  _, variables = inference.restore_backbone(config, str(workdir), step=4)
   assert saved_steps(workdir) == [4, 5, 9]
   assert leaves(variables['params'])
 
