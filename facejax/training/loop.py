@@ -45,6 +45,7 @@ from facejax.data import pipeline
 from facejax.data import sources
 from facejax.data import synthetic
 from facejax.losses import attributes as attribute_losses
+from facejax.metrics import verification as verification_metrics
 from facejax.training import adaptive_weighting
 from facejax.training import clusters as clusters_lib
 from facejax.training import config_checks
@@ -116,7 +117,7 @@ def verification_accuracy(embed, state, verification, mesh, batch_size,
       embed, inference.backbone_variables(state), source, mesh, batch_size,
       image_size)
   scores = np.sum(features[first] * features[second], axis=1)
-  return synthetic.ten_fold_accuracy(scores, issame)[0]
+  return verification_metrics.evaluate(scores, issame)['accuracy_mean']
 
 
 def local_copy(tree):
