@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from facejax.data import synthetic
-from facejax.metrics import verification
 
 SIZE = synthetic.IMAGE_SIZE
 
@@ -137,63 +136,6 @@ def test_identity_is_visible_through_the_nuisance():
   assert difference[~np.eye(20, dtype=bool)].min() > 3  # 8.3 when written
 
 
-def test_raw_pixel_baseline_is_weak_but_not_chance():
-  images_a, images_b, issame = synthetic.verification_pairs(600, seed=0)
-  mean, std = synthetic.raw_pixel_verification_accuracy(
-      images_a, images_b, issame)
-  # 0.64 +- 0.02 on 6000 pairs when written; a trained model should be
-  # far above the bound.
-  assert 0.52 < mean < 0.75, (mean, std)
-  assert 0 < std < 0.15
-
-
-def test_raw_pixel_accuracy_on_known_pairs():
-  rng = np.random.default_rng(0)
-  a = rng.integers(0, 256, (40, 8, 8, 3), np.uint8)
-  issame = np.arange(40) % 2 == 0
-  b = np.where(issame[:, None, None, None], a,
-               rng.integers(0, 256, a.shape, np.uint8))
-  mean, std = synthetic.raw_pixel_verification_accuracy(a, b, issame)
-  assert mean == 1 and std == 0
-  # Tied scores cannot be split: below the first tie or above the last.
-  # (Splitting inside the ties would score 3 of 4 on these train folds.)
-  threshold = verification.best_accuracy_threshold(
-      np.ones(4), np.array([False, True, False, True]))
-  assert verification.predict_same(np.ones(2), threshold).all()
-  with pytest.raises(ValueError, match='folds'):
-    synthetic.raw_pixel_verification_accuracy(a[:5], b[:5], issame[:5])
-
-
-def brute_force_ten_fold(scores, issame, folds=10):
-  """Every candidate threshold tried on the nine folds, plainly."""
-  fold = np.arange(len(scores)) * folds // len(scores)
-  accuracies = []
-  for k in range(folds):
-    train, test = fold != k, fold == k
-    # Thresholds halfway between neighbouring distinct training scores, or
-    # below / above them all.
-    distinct = np.unique(scores[train])
-    candidates = np.concatenate([[-np.inf], (distinct[1:] + distinct[:-1])
-                                 / 2, [np.inf]])
-    best = max(candidates, key=lambda t: (
-        np.mean((scores[train] > t) == issame[train]), -t))
-    accuracies.append(np.mean((scores[test] > best) == issame[test]))
-  return np.mean(accuracies)
-
-
-def test_ten_fold_accuracy_against_brute_force():
-  rng = np.random.default_rng(3)
-  for trial in range(5):
-    issame = rng.random(200) < 0.5
-    scores = np.round(rng.normal(issame * (trial / 2.0), 1.0), 1)
-    mean, _ = synthetic.ten_fold_accuracy(scores, issame)
-    # Ties in training accuracy go to the lowest threshold in both.
-    assert mean == pytest.approx(brute_force_ten_fold(scores, issame),
-                                 abs=1e-12)
-  separable = np.arange(100) % 2 == 0
-  assert synthetic.ten_fold_accuracy(separable * 1.0, separable) == (1, 0)
-
-
 def test_export_image_folder_writes_decodable_pngs_and_resumes(tmp_path):
   import tensorflow as tf  # only here: the module must not need it
   root = str(tmp_path / 'faces')
@@ -244,11 +186,14 @@ def test_bad_arguments_raise_clear_errors():
     synthetic.pair_list(10, num_identities=1)
 
 
-def test_importing_the_module_does_not_import_tensorflow():
+def test_importing_the_module_does_not_import_tensorflow_or_metrics():
+  # Dependencies point down the data flow: the data never import metrics.
   subprocess.run(
       [sys.executable, '-c',
        "import sys, facejax.data.synthetic; "
-       "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"],
+       "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; "
+       "assert not [m for m in sys.modules "
+       "            if m.startswith('facejax.metrics')]"],
       check=True)
 
 
@@ -261,5 +206,3 @@ def test_command_line(tmp_path, capsys):
   assert sheet.shape == (2 * SIZE, 3 * SIZE, 3)
   assert data == synthetic.encode_png(sheet)
   assert 'wrote' in capsys.readouterr().out
-  synthetic.main(['baseline', '--pairs', '20'])
-  assert 'raw-pixel accuracy' in capsys.readouterr().out

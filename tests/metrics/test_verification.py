@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from facejax.data import synthetic
 from facejax.metrics import verification
 
 # ----------------------------------------------------------------------------
@@ -356,8 +355,45 @@ def test_ten_fold_accuracy_delegates_to_evaluate():
   issame = rng.random(300) < 0.5
   scores = rng.normal(issame * 0.8, 1.0)
   result = verification.evaluate(scores, issame)
-  assert synthetic.ten_fold_accuracy(scores, issame) == (
+  assert verification.ten_fold_accuracy(scores, issame) == (
       result['accuracy_mean'], result['accuracy_std'])
+
+
+def brute_force_ten_fold(scores, issame, folds=10):
+  """Every candidate threshold tried on the nine folds, plainly."""
+  fold = np.arange(len(scores)) * folds // len(scores)
+  accuracies = []
+  for k in range(folds):
+    train, test = fold != k, fold == k
+    # Thresholds halfway between neighbouring distinct training scores, or
+    # below / above them all.
+    distinct = np.unique(scores[train])
+    candidates = np.concatenate([[-np.inf], (distinct[1:] + distinct[:-1])
+                                 / 2, [np.inf]])
+    best = max(candidates, key=lambda t: (
+        np.mean((scores[train] > t) == issame[train]), -t))
+    accuracies.append(np.mean((scores[test] > best) == issame[test]))
+  return np.mean(accuracies)
+
+
+def test_ten_fold_accuracy_against_brute_force():
+  rng = np.random.default_rng(3)
+  for trial in range(5):
+    issame = rng.random(200) < 0.5
+    scores = np.round(rng.normal(issame * (trial / 2.0), 1.0), 1)
+    mean, _ = verification.ten_fold_accuracy(scores, issame)
+    # Ties in training accuracy go to the lowest threshold in both.
+    assert mean == pytest.approx(brute_force_ten_fold(scores, issame),
+                                 abs=1e-12)
+  separable = np.arange(100) % 2 == 0
+  assert verification.ten_fold_accuracy(separable * 1.0, separable) == (1, 0)
+  # Tied scores cannot be split: below the first tie or above the last.
+  # (Splitting inside the ties would score 3 of 4 on these train folds.)
+  threshold = verification.best_accuracy_threshold(
+      np.ones(4), np.array([False, True, False, True]))
+  assert verification.predict_same(np.ones(2), threshold).all()
+  with pytest.raises(ValueError, match='folds'):
+    verification.ten_fold_accuracy(np.ones(5), np.arange(5) % 2 == 0)
 
 
 # ----------------------------------------------------------------------------
