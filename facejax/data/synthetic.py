@@ -1173,15 +1173,5 @@ def main(argv=None):
     print(f'wrote {args.path}')
 
 
-
-def __getattr__(name):
-  # Until facejax.training.loop calls facejax.metrics.verification's: the
-  # data must not import the metrics, so not even on import.
-  if name == 'ten_fold_accuracy':
-    from facejax.metrics import verification
-    return verification.ten_fold_accuracy
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
-
 if __name__ == '__main__':
   main()
