@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from facejax.data import synthetic
+from facejax.data.synthetic import generation
+from facejax.data.synthetic import rendering
 
 SIZE = synthetic.IMAGE_SIZE
 
@@ -34,8 +36,8 @@ def test_images_do_not_depend_on_order_or_batch(monkeypatch):
       1, np.concatenate([identities, np.arange(100, 140)]),
       np.concatenate([indices, np.zeros(40, int)]))
   np.testing.assert_array_equal(more[:len(identities)], images)
-  monkeypatch.setattr(synthetic, '_CHUNK', 3)
-  monkeypatch.setattr(synthetic, '_BLOCK', 4)
+  monkeypatch.setattr(generation, '_CHUNK', 3)
+  monkeypatch.setattr(generation, '_BLOCK', 4)
   np.testing.assert_array_equal(
       synthetic.generate_images(1, identities, indices), images)
 
@@ -46,9 +48,9 @@ def test_windows_change_no_byte(monkeypatch):
   indices = np.tile(np.arange(3), 16)
   for size in (SIZE, 40):
     windowed = synthetic.generate_images(2, identities, indices, size)
-    monkeypatch.setattr(synthetic, '_FULL_WINDOWS', True)
+    monkeypatch.setattr(rendering, '_FULL_WINDOWS', True)
     whole = synthetic.generate_images(2, identities, indices, size)
-    monkeypatch.setattr(synthetic, '_FULL_WINDOWS', False)
+    monkeypatch.setattr(rendering, '_FULL_WINDOWS', False)
     np.testing.assert_array_equal(windowed, whole)
 
 
@@ -206,3 +208,9 @@ def test_command_line(tmp_path, capsys):
   assert sheet.shape == (2 * SIZE, 3 * SIZE, 3)
   assert data == synthetic.encode_png(sheet)
   assert 'wrote' in capsys.readouterr().out
+  # The package runs as a module, as the single file did.
+  again = str(tmp_path / 'again.png')
+  subprocess.run([sys.executable, '-m', 'facejax.data.synthetic', 'sheet',
+                  again, '--identities', '2', '--images', '3'], check=True)
+  with open(again, 'rb') as f:
+    assert f.read() == data

@@ -1,83 +1,39 @@
-"""An embedded synthetic face-identity dataset, drawn procedurally in numpy.
+"""Synthetic faces drawn from their factors: batched, per-image exact.
 
-Real face datasets cannot ship with the code, so the default dataset of the
-main training job is drawn here: cartoon faces whose identity is a fixed set of
-random factors and whose every image adds random nuisance.
-
-* **Identity** (fixed per identity): face shape (ellipse axes, jaw and chin),
-  proportions (eye spacing and height, nose length, mouth width and lips),
-  colouring (skin tone, hair colour, hair volume and hairline, eye colour,
-  eyebrow thickness and shape) and distinguishing features (a mole, glasses,
-  a beard, a moustache or a goatee).
-* **Nuisance** (drawn per image): pose (translation, in-plane rotation, scale
-  and a yaw-like shift of the inner features), background and clothes colour,
-  expression (smile, mouth opening, eyebrow raise, eye openness, gaze),
-  illumination (brightness, contrast, colour cast and a directional
-  gradient), an occluding rectangle of random colour, gaussian blur and pixel
-  noise. It is strong enough that raw pixels verify identities poorly
-  (``python -m bench.synthetic_separability``: their cosine near 0.64 on
-  held-out pairs, a small trained network near 0.90) while the identity
-  stays visible.
-
-Determinism: the identity factors come from ``SeedSequence(seed,
-spawn_key=(IDENTITY_STREAM, identity))`` and an image's nuisance from
-``SeedSequence(seed, spawn_key=(IMAGE_STREAM, identity, index))``, so the
-same (seed, identity, index) always gives the same image, whatever else is
-requested with it and in whatever order. Rendering is batched, but every step
-is per image: a shape is computed on the union of the batch's windows, and its
-coverage is exactly zero outside its own conservative bounding box, so the
-bytes do not depend on the batch (tests check this, and that drawing every
-shape on the whole image changes no byte). Bytes are reproducible on one
-machine and numpy build; another CPU or BLAS could round the blur's matrix
-products differently and move a rare pixel by one level.
-
-Rendering: every shape is a signed distance ``d`` (approximate, in face
-units, negative inside, never above the true distance outside) on the pixel
-grid mapped to face coordinates by the pose, turned into a soft coverage
+Every shape is a signed distance ``d`` (approximate, in face units,
+negative inside, never above the true distance outside) on the pixel grid
+mapped to face coordinates by the pose, turned into a soft coverage
 ``clip(0.5 - d / edge, 0, 1)`` about one pixel (``edge``) wide, and
 alpha-blended in painter's order. Intersections are ``max`` of distances,
 unions ``min``; eyes, eyebrows and glasses are drawn once on ``|x|``. All
 per-pixel work is vectorised float32 numpy; nothing here imports tensorflow
-or PIL (:func:`encode_png` is zlib + struct).
+or PIL.
 
-Speed (about 500 images/s at 112x112 on one core of the 2-core development
-machine; ``python -m bench.synthetic_separability --baseline-only`` prints
-it): images are rendered 24 at a time, grouped by eye height so that the
-shared windows stay small; rare features (beards, moles, glasses) are drawn
-on the images that have them only; the blur multiplies by banded matrices in
-blocks small enough to stay single-threaded in OpenBLAS; and the noise indexes
-a table of normal quantiles with random bytes.
+Rendering is batched, but every step is per image: a shape is computed on
+the union of the batch's windows, and its coverage is exactly zero outside
+its own conservative bounding box, so the bytes do not depend on the batch
+(tests check this, and that drawing every shape on the whole image changes
+no byte). Bytes are reproducible on one machine and numpy build; another
+CPU or BLAS could round the blur's matrix products differently and move a
+rare pixel by one level.
+
+Speed: rare features (beards, moles, glasses) are drawn on the images that
+have them only; the blur multiplies by banded matrices in blocks small
+enough to stay single-threaded in OpenBLAS; and the noise indexes a table
+of normal quantiles with random bytes.
 
 Face coordinates: x to the right, y down, the image spans [-1, 1] in both
 when the pose is the identity; the face is roughly centred, chin near
 y = 0.85, eyes near y = -0.1.
-
-Training identities conventionally start at 0 and evaluation identities at
-``EVAL_FIRST_IDENTITY``, so the two never overlap.
 """
-import argparse
-import bisect
 import copy
 import functools
-import itertools
 import math
-import os
 import statistics
-import struct
-import zlib
 
 import numpy as np
 
 IMAGE_SIZE = 112
-EVAL_FIRST_IDENTITY = 100_000
-# Domain tags of the seed streams (SeedSequence spawn keys).
-IDENTITY_STREAM = 0x1D
-IMAGE_STREAM = 0x13A
-PAIR_STREAM = 0x9A1
-# Images rendered together (any value gives the same bytes; 24 was fastest)
-# and images whose parameters are drawn and sorted together.
-_CHUNK = 24
-_BLOCK = 4096
 # Images with a smaller blur sigma (pixels) are not blurred.
 _MIN_BLUR = 0.3
 _BLUR_BLOCK = 16
@@ -85,23 +41,8 @@ _BLUR_BLOCK = 16
 # not change a byte.
 _FULL_WINDOWS = False
 
-# Palettes (RGB in [0, 1]).
-_SKIN_LIGHT = np.array([0.97, 0.82, 0.71])
-_SKIN_DARK = np.array([0.33, 0.21, 0.14])
-# The hair colours an identity draws from (black, dark brown, brown, blond,
-# red, grey, white), public: the synthetic attributes name them
-# (facejax.data.celeba).
-HAIR_PALETTE = np.array([
-    [0.06, 0.05, 0.05], [0.20, 0.12, 0.07], [0.38, 0.24, 0.13],
-    [0.78, 0.63, 0.38], [0.62, 0.27, 0.10], [0.62, 0.60, 0.58],
-    [0.90, 0.88, 0.84]])
-_HAIR_P = np.array([0.3, 0.22, 0.16, 0.1, 0.07, 0.09, 0.06])
-_IRIS = np.array([
-    [0.25, 0.14, 0.07], [0.12, 0.07, 0.04], [0.25, 0.45, 0.70],
-    [0.30, 0.50, 0.30], [0.50, 0.52, 0.55], [0.50, 0.38, 0.16]])
-_FRAME = np.array([
-    [0.05, 0.05, 0.05], [0.45, 0.25, 0.10], [0.75, 0.65, 0.30],
-    [0.60, 0.10, 0.10], [0.15, 0.20, 0.55], [0.80, 0.80, 0.82]])
+# Palettes of the drawn details (RGB in [0, 1]; the identity's own colours
+# are factors).
 _MOLE = np.array([0.28, 0.16, 0.10])
 _SCLERA = np.array([0.96, 0.95, 0.92])
 # Pixel noise: 256 equiprobable normal quantiles indexed by random bytes, a
@@ -113,204 +54,6 @@ _MOUTH_INSIDE = np.array([0.28, 0.06, 0.07])
 _TEETH = np.array([0.95, 0.93, 0.86])
 
 
-# Seeds and parameters.
-
-
-def _check_index(value, what):
-  if isinstance(value, (bool, np.bool_)) or not isinstance(
-      value, (int, np.integer)):
-    raise TypeError(f'{what} must be an int, got {type(value).__name__}')
-  if value < 0:
-    raise ValueError(f'{what} must be >= 0, got {value}')
-  return int(value)
-
-
-def _rng(seed, *key):
-  """The generator of stream ``key`` (ints >= 0) under ``seed``."""
-  seed = _check_index(seed, 'seed')
-  key = tuple(_check_index(k, 'identity/index') for k in key)
-  return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
-
-
-def _clamp(value, low, high):
-  return min(max(value, low), high)
-
-
-class _Draws:
-  """One generator's numbers, drawn in two calls and handed out in order.
-
-  Drawing some sixty scalars one numpy call each would cost a quarter of
-  the rendering time. 80 uniforms and 24 normals cover either dict.
-  """
-
-  def __init__(self, rng, uniforms=80, normals=24):
-    self._uniforms = iter(rng.random(uniforms).tolist())
-    self._normals = iter(rng.standard_normal(normals).tolist())
-
-  def uniform(self, low=0.0, high=1.0, size=None):
-    """A float in [low, high), or a tuple of ``size`` of them."""
-    if size is not None:
-      return tuple(self.uniform(low, high) for _ in range(size))
-    return low + (high - low) * next(self._uniforms)
-
-  def normal(self, mean=0.0, sd=1.0, size=None):
-    """A normal float, or a tuple of ``size`` of them."""
-    if size is not None:
-      return tuple(self.normal(mean, sd) for _ in range(size))
-    return mean + sd * next(self._normals)
-
-  def choice(self, weights):
-    """An index drawn with probability proportional to ``weights``."""
-    total = list(itertools.accumulate(weights))
-    return min(bisect.bisect_right(total, self.uniform(0, total[-1])),
-               len(total) - 1)
-
-  def colour(self, palette, weights=None, jitter=0.04):
-    """A palette colour, jittered."""
-    if weights is None:
-      weights = [1] * len(palette)
-    return self.jitter(palette[self.choice(weights)], jitter)
-
-  def jitter(self, colour, sd):
-    """``colour`` plus normal noise, clipped to [0, 1]: a tuple."""
-    return tuple(_clamp(float(c) + self.normal(0, sd), 0, 1) for c in colour)
-
-
-def identity_params(seed, identity):
-  """The fixed factors of one identity: a dict of floats and RGB colours.
-
-  Args:
-    seed: dataset seed (int >= 0).
-    identity: identity number (int >= 0).
-
-  Returns:
-    A dict of floats (lengths in face units, see the module docstring) and
-    RGB triples in [0, 1]; flags (``glasses``, ``mole``, ``bald``) are 0 or
-    1 and the beard kinds (``beard``, ``moustache``, ``goatee``) 0 or their
-    density.
-  """
-  r = _Draws(_rng(seed, IDENTITY_STREAM, identity))
-  u = r.uniform
-  p = {}
-  p['face_a'] = u(0.5, 0.66)
-  p['face_b'] = u(0.7, 0.86)
-  p['face_cy'] = u(0.0, 0.08)
-  p['jaw2'] = u(0.0, 0.35)
-  p['jaw4'] = u(0.0, 0.35)
-  tone = u() ** 1.2
-  p['skin'] = r.jitter(_SKIN_LIGHT * (1 - tone) + _SKIN_DARK * tone, 0.025)
-  p['ear_size'] = u(0.8, 1.2)
-  p['hair'] = r.colour(HAIR_PALETTE, _HAIR_P)
-  p['hair_volume'] = u(0.02, 0.16)
-  p['hairline'] = u(-0.62, -0.2)
-  p['hair_slope'] = u(-0.18, 0.18)
-  p['hair_side'] = u(0.1, 0.6)
-  p['hair_bottom'] = u(-0.2, 1.1)
-  p['hair_width'] = u(0.0, 0.12)
-  p['bald'] = float(u() < 0.08)
-  p['eye_dx'] = u(0.22, 0.32)
-  p['eye_y'] = u(-0.2, -0.05)
-  p['eye_w'] = u(0.08, 0.12)
-  p['eye_h'] = u(0.038, 0.058)
-  p['iris'] = r.colour(_IRIS)
-  p['iris_r'] = u(0.5, 0.75)
-  p['brow'] = r.jitter(np.multiply(p['hair'], u(0.5, 0.9)), 0.02)
-  p['brow_t'] = u(0.009, 0.03)
-  p['brow_gap'] = u(0.07, 0.12)
-  p['brow_len'] = u(0.09, 0.15)
-  p['brow_arch'] = u(0.0, 0.05)
-  p['brow_slant'] = u(-0.25, 0.25)
-  p['nose_len'] = u(0.16, 0.3)
-  p['nose_w'] = u(0.045, 0.085)
-  p['mouth_gap'] = u(0.1, 0.19)
-  p['mouth_w'] = u(0.11, 0.21)
-  p['lip_upper'] = u(0.008, 0.025)
-  p['lip_lower'] = u(0.012, 0.035)
-  lips = (np.multiply(p['skin'], u(0.55, 0.8))
-          + np.multiply((0.25, 0.02, 0.04), u(0.3, 1.0)))
-  p['lips'] = tuple(min(float(c), 1.0) for c in lips)
-  p['mole'] = float(u() < 0.4)
-  p['mole_x'] = u(-0.4, 0.4)
-  p['mole_y'] = u(-0.35, 0.45)
-  p['mole_r'] = u(0.014, 0.028)
-  p['glasses'] = float(u() < 0.25)
-  p['glasses_dark'] = float(u() < 0.2)
-  p['glasses_rx'] = u(1.35, 1.75)
-  p['glasses_ry'] = u(0.55, 0.9)
-  p['glasses_t'] = u(0.008, 0.02)
-  p['frame'] = r.colour(_FRAME)
-  kind = r.choice([0.6, 0.15, 0.1, 0.15])  # none, full, moustache, goatee
-  density = u(0.6, 0.95)
-  p['beard'] = density * (kind == 1)
-  p['moustache'] = density * (kind in (1, 2, 3))
-  p['goatee'] = density * (kind == 3)
-  p['beard_top'] = u(0.06, 0.12)
-  p['beard_side'] = u(0.0, 0.15)
-  return p
-
-
-def nuisance_params(seed, identity, index):
-  """The per-image factors of image ``index`` of ``identity``: a dict.
-
-  Args:
-    seed: dataset seed (int >= 0).
-    identity: identity number (int >= 0).
-    index: image number within the identity (int >= 0).
-
-  Returns:
-    A dict of floats and RGB colours with the keys of
-    :func:`neutral_nuisance`; ``noise_seed`` seeds the pixel noise.
-  """
-  r = _Draws(_rng(seed, IMAGE_STREAM, identity, index))
-  u = r.uniform
-  n = {}
-  n['tx'] = _clamp(r.normal(0, 0.07), -0.18, 0.18)
-  n['ty'] = _clamp(r.normal(0, 0.07), -0.18, 0.18)
-  n['rotation'] = _clamp(r.normal(0, 0.14), -0.35, 0.35)
-  n['scale'] = u(0.92, 1.18)
-  n['yaw'] = u(-0.09, 0.09)
-  n['bg_top'] = u(0, 1, 3)
-  n['bg_bottom'] = tuple(_clamp(c + r.normal(0, 0.2), 0, 1)
-                         for c in n['bg_top'])
-  n['clothes'] = u(0, 1, 3)
-  n['smile'] = u(-0.03, 0.05)
-  n['mouth_open'] = u(0, 0.035) * (u() < 0.35)
-  n['brow_raise'] = u(-0.015, 0.035)
-  n['eye_open'] = 0.15 if u() < 0.08 else u(0.6, 1.15)
-  n['gaze_x'] = u(-0.35, 0.35)
-  n['gaze_y'] = u(-0.2, 0.2)
-  n['occluded'] = float(u() < 0.3)
-  cx, cy, hx, hy = u(-1, 1), u(-1, 1), u(0.1, 0.5), u(0.1, 0.5)
-  n['occ_box'] = (cx - hx, cy - hy, cx + hx, cy + hy)
-  n['occ_colour'] = u(0, 1, 3)
-  n['brightness'] = u(0.6, 1.25)
-  n['contrast'] = u(0.6, 1.2)
-  n['gains'] = tuple(_clamp(r.normal(1, 0.07), 0.75, 1.25) for _ in range(3))
-  angle = u(0, 2 * math.pi)
-  n['light_u'] = math.cos(angle)
-  n['light_v'] = math.sin(angle)
-  n['light_strength'] = u(0.0, 0.5)
-  # Quantised, so that the blur matrices can be cached.
-  n['blur'] = round(u(0.5, 1.8), 2) if u() < 0.45 else 0.0
-  n['noise'] = u(0.01, 0.06) if u() < 0.7 else 0.0
-  n['noise_seed'] = int(u() * 2**53)
-  return n
-
-
-def neutral_nuisance():
-  """Nuisance off: frontal, neutral, evenly lit, grey background, clean."""
-  grey = np.full(3, 0.5)
-  return {
-      'tx': 0.0, 'ty': 0.0, 'rotation': 0.0, 'scale': 1.0, 'yaw': 0.0,
-      'bg_top': grey, 'bg_bottom': grey, 'clothes': grey,
-      'smile': 0.0, 'mouth_open': 0.0, 'brow_raise': 0.0, 'eye_open': 1.0,
-      'gaze_x': 0.0, 'gaze_y': 0.0, 'occluded': 0.0,
-      'occ_box': np.zeros(4), 'occ_colour': grey,
-      'brightness': 1.0, 'contrast': 1.0, 'gains': np.ones(3),
-      'light_u': 1.0, 'light_v': 0.0, 'light_strength': 0.0,
-      'blur': 0.0, 'noise': 0.0, 'noise_seed': 0}
-
-
 def _stack(dicts):
   """Stacks parameter dicts: floats -> (B, 1, 1), RGB -> (B, 3) float32."""
   out = {}
@@ -320,9 +63,6 @@ def _stack(dicts):
     value = np.asarray([d[key] for d in dicts], np.float32)
     out[key] = value if value.ndim == 2 else value[:, None, None]
   return out
-
-
-# Rasterisation.
 
 
 def _coverage(d, edge):
@@ -904,274 +644,20 @@ def render_batch(identities, nuisances, image_size=IMAGE_SIZE):
   """Draws a batch of faces.
 
   Args:
-    identities: sequence of :func:`identity_params` dicts.
-    nuisances: sequence of :func:`nuisance_params` dicts, same length.
+    identities: sequence of :func:`facejax.data.synthetic.factors.
+      identity_params` dicts.
+    nuisances: sequence of :func:`facejax.data.synthetic.factors.
+      nuisance_params` dicts, same length.
     image_size: side of the square images in pixels.
 
   Returns:
     uint8 array (B, image_size, image_size, 3).
   """
   image = _render(identities, nuisances, image_size)
+  # Truncating [0.5, 255.5] to uint8 rounds.
   return image.transpose(0, 2, 3, 1).astype(np.uint8)
 
 
 def render(identity, nuisance, image_size=IMAGE_SIZE):
   """Draws one face: uint8 (image_size, image_size, 3)."""
   return render_batch([identity], [nuisance], image_size)[0]
-
-
-# Datasets.
-
-
-def generate_images(seed, identities, indices, image_size=IMAGE_SIZE):
-  """Images of (identity, index) pairs: uint8 (N, image_size, image_size, 3).
-
-  Args:
-    seed: dataset seed (int >= 0).
-    identities: N identity numbers (ints >= 0).
-    indices: N image numbers within their identities (ints >= 0).
-    image_size: side of the square images in pixels.
-  """
-  identities, indices = (_index_list(v, what) for v, what in (
-      (identities, 'identities'), (indices, 'indices')))
-  if len(identities) != len(indices):
-    raise ValueError(f'{len(identities)} identities but {len(indices)} '
-                     'indices')
-  out = np.empty((len(identities), image_size, image_size, 3), np.uint8)
-  cache = {}
-  for block in range(0, len(identities), _BLOCK):
-    people, nuisances = [], []
-    for identity, index in zip(identities[block:block + _BLOCK],
-                               indices[block:block + _BLOCK]):
-      if identity not in cache:
-        cache[identity] = identity_params(seed, identity)
-      people.append(cache[identity])
-      nuisances.append(nuisance_params(seed, identity, index))
-    # Images with their eyes at similar heights share tighter windows (the
-    # bytes do not depend on the grouping).
-    order = np.argsort([n['ty'] + n['scale'] * (p['face_cy'] + p['eye_y'])
-                        for p, n in zip(people, nuisances)], kind='stable')
-    for start in range(0, len(order), _CHUNK):
-      part = order[start:start + _CHUNK]
-      # Truncating [0.5, 255.5] to uint8 rounds.
-      out[block + part] = _render([people[k] for k in part],
-                                  [nuisances[k] for k in part],
-                                  image_size).transpose(0, 2, 3, 1)
-  return out
-
-
-def _index_list(values, what):
-  """A 1-D sequence of ints as a list; TypeError unless they are ints."""
-  values = np.asarray(values).reshape(-1)
-  if values.size and not np.issubdtype(values.dtype, np.integer):
-    raise TypeError(f'{what} must be integers, got dtype {values.dtype}')
-  return values.tolist()
-
-
-def generate_image(seed, identity, index, image_size=IMAGE_SIZE):
-  """Image ``index`` of ``identity``: uint8 (image_size, image_size, 3)."""
-  return generate_images(seed, [identity], [index], image_size)[0]
-
-
-def generate(num_identities, images_per_identity, seed=0, first_identity=0,
-             image_size=IMAGE_SIZE):
-  """A labelled dataset, identity-major.
-
-  Args:
-    num_identities: number of identities (classes).
-    images_per_identity: images per identity, indices 0, 1, ...
-    seed: dataset seed (int >= 0).
-    first_identity: the identity of label 0 (``EVAL_FIRST_IDENTITY`` for
-      identities disjoint from training's).
-    image_size: side of the square images in pixels.
-
-  Returns:
-    (images uint8 (N, image_size, image_size, 3), labels int32 (N,)) with
-    N = num_identities * images_per_identity and label ``k`` for identity
-    ``first_identity + k``.
-  """
-  _check_index(num_identities, 'num_identities')
-  _check_index(images_per_identity, 'images_per_identity')
-  _check_index(first_identity, 'first_identity')
-  labels = np.repeat(np.arange(num_identities, dtype=np.int32),
-                     images_per_identity)
-  indices = np.tile(np.arange(images_per_identity), num_identities)
-  return generate_images(seed, labels + first_identity, indices,
-                         image_size), labels
-
-
-def pair_list(num_pairs, seed=0, first_identity=EVAL_FIRST_IDENTITY,
-              num_identities=None, images_per_identity=10):
-  """An LFW-style verification pair list (no pixels).
-
-  Pair ``k`` is a same-identity pair when ``k`` is even, so any run of an
-  even number of pairs (an LFW fold of 600) is balanced. Same pairs take two
-  different images of one identity; different pairs take two different
-  identities.
-
-  Args:
-    num_pairs: number of pairs.
-    seed: dataset seed (int >= 0); the list is a function of all arguments.
-    first_identity: the first identity the pairs draw from.
-    num_identities: how many identities they draw from (default num_pairs,
-      at least 2).
-    images_per_identity: how many images per identity they draw from (>= 2).
-
-  Returns:
-    (identity_a, index_a, identity_b, index_b) int64 arrays and issame bool,
-    each (num_pairs,).
-  """
-  _check_index(num_pairs, 'num_pairs')
-  _check_index(first_identity, 'first_identity')
-  _check_index(images_per_identity, 'images_per_identity')
-  if num_identities is None:
-    num_identities = max(num_pairs, 2)
-  _check_index(num_identities, 'num_identities')
-  if num_identities < 2 or images_per_identity < 2:
-    raise ValueError('pairs need >= 2 identities and >= 2 images each, got '
-                     f'{num_identities} and {images_per_identity}')
-  rng = _rng(seed, PAIR_STREAM, first_identity, num_identities,
-             images_per_identity, num_pairs)
-  issame = np.arange(num_pairs) % 2 == 0
-  id_a = rng.integers(num_identities, size=num_pairs)
-  # A different identity: shift by 1 .. num_identities - 1.
-  id_b = (id_a + rng.integers(1, num_identities, size=num_pairs)) % (
-      num_identities)
-  id_b = np.where(issame, id_a, id_b)
-  index_a = rng.integers(images_per_identity, size=num_pairs)
-  index_b = (index_a + rng.integers(1, images_per_identity, size=num_pairs)) % (
-      images_per_identity)
-  other = rng.integers(images_per_identity, size=num_pairs)
-  index_b = np.where(issame, index_b, other)
-  return (id_a + first_identity, index_a, id_b + first_identity, index_b,
-          issame)
-
-
-def verification_pairs(num_pairs, seed=0, first_identity=EVAL_FIRST_IDENTITY,
-                       num_identities=None, images_per_identity=10,
-                       image_size=IMAGE_SIZE):
-  """The images of :func:`pair_list`: (images_a, images_b, issame).
-
-  images_a and images_b are uint8 (num_pairs, image_size, image_size, 3);
-  issame is bool (num_pairs,), True for every even pair.
-  """
-  id_a, index_a, id_b, index_b, issame = pair_list(
-      num_pairs, seed, first_identity, num_identities, images_per_identity)
-  images = generate_images(seed, np.concatenate([id_a, id_b]),
-                           np.concatenate([index_a, index_b]), image_size)
-  return images[:num_pairs], images[num_pairs:], issame
-
-
-# Export.
-
-
-def encode_png(image):
-  """PNG bytes of a uint8 (H, W, 3) RGB image (zlib + struct, no filters)."""
-  image = np.asarray(image)
-  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-    raise ValueError(f'need uint8 (H, W, 3), got {image.dtype} {image.shape}')
-  height, width = image.shape[:2]
-  rows = np.zeros((height, 1 + width * 3), np.uint8)  # filter byte 0: none
-  rows[:, 1:] = image.reshape(height, -1)
-
-  def chunk(kind, data):
-    body = kind + data
-    return struct.pack('>I', len(data)) + body + struct.pack(
-        '>I', zlib.crc32(body))
-
-  header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
-  return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header)
-          + chunk(b'IDAT', zlib.compress(rows.tobytes(), 6))
-          + chunk(b'IEND', b''))
-
-
-def identity_name(identity):
-  """The sub-folder name of an identity: zero-padded, so it sorts."""
-  return f'{identity:07d}'
-
-
-def export_image_folder(root, num_identities, images_per_identity, seed=0,
-                        first_identity=0, format='png',
-                        image_size=IMAGE_SIZE):
-  """Writes ``root/<identity_name>/<index>.png``, one folder per identity.
-
-  Files that exist are skipped, so an interrupted export resumes; each file
-  is written under a temporary name and renamed, so none is left half
-  written.
-
-  Args:
-    root: output folder (created if missing).
-    num_identities, images_per_identity, seed, first_identity, image_size:
-      as in :func:`generate`.
-    format: 'png' (the only one).
-
-  Returns:
-    The number of files written.
-  """
-  if format != 'png':
-    raise ValueError(f"format must be 'png', got {format!r}")
-  _check_index(first_identity, 'first_identity')
-  missing = []
-  for identity in range(first_identity, first_identity + num_identities):
-    folder = os.path.join(root, identity_name(identity))
-    os.makedirs(folder, exist_ok=True)
-    for index in range(images_per_identity):
-      path = os.path.join(folder, f'{index:04d}.png')
-      if not os.path.exists(path):
-        missing.append((identity, index, path))
-  for start in range(0, len(missing), 256):
-    part = missing[start:start + 256]
-    images = generate_images(seed, [m[0] for m in part], [m[1] for m in part],
-                             image_size)
-    for (_, _, path), image in zip(part, images):
-      temporary = path + '.tmp'
-      with open(temporary, 'wb') as f:
-        f.write(encode_png(image))
-      os.replace(temporary, path)
-  return len(missing)
-
-
-# Command line.
-
-
-def contact_sheet(seed=0, identities=8, images=8, first_identity=0,
-                  image_size=IMAGE_SIZE):
-  """One row per identity, one column per image: uint8 (H, W, 3)."""
-  grid, _ = generate(identities, images, seed, first_identity, image_size)
-  grid = grid.reshape(identities, images, image_size, image_size, 3)
-  return grid.transpose(0, 2, 1, 3, 4).reshape(
-      identities * image_size, images * image_size, 3)
-
-
-def main(argv=None):
-  """Command line: ``export`` or ``sheet`` (see ``--help``)."""
-  parser = argparse.ArgumentParser(
-      prog='python -m facejax.data.synthetic', description=__doc__.split(
-          '\n')[0])
-  commands = parser.add_subparsers(dest='command', required=True)
-  export = commands.add_parser('export', help='write an image folder')
-  export.add_argument('root')
-  export.add_argument('--identities', type=int, default=100)
-  export.add_argument('--images', type=int, default=20)
-  export.add_argument('--first-identity', type=int, default=0)
-  sheet = commands.add_parser('sheet', help='write a contact sheet PNG')
-  sheet.add_argument('path')
-  sheet.add_argument('--identities', type=int, default=8)
-  sheet.add_argument('--images', type=int, default=8)
-  sheet.add_argument('--first-identity', type=int, default=0)
-  for command in (export, sheet):
-    command.add_argument('--seed', type=int, default=0)
-  args = parser.parse_args(argv)
-  if args.command == 'export':
-    written = export_image_folder(args.root, args.identities, args.images,
-                                  args.seed, args.first_identity)
-    print(f'wrote {written} images under {args.root}')
-  else:
-    with open(args.path, 'wb') as f:
-      f.write(encode_png(contact_sheet(args.seed, args.identities,
-                                       args.images, args.first_identity)))
-    print(f'wrote {args.path}')
-
-
-if __name__ == '__main__':
-  main()
