@@ -39,9 +39,9 @@ from facejax.losses import attributes as attribute_losses
 from facejax.metrics import attributes as attribute_metrics
 from facejax.training import checkpoint
 from facejax.training import clusters as clusters_lib
-from facejax.training import loop
 from facejax.training import objectives
 from facejax.training import run_directory
+from facejax.training.objectives import attributes as attribute_objectives
 
 METHOD_NAMES = {'attributes': 'multi-task', 'lmle_attributes': 'LMLE-kNN'}
 DEFAULT_KNN_K = 10  # neighbouring centroids (of 4 per attribute: 2 x 2)
@@ -76,8 +76,8 @@ def lmle_knn_predictions(head, train_features, train_attributes,
                          test_features, clusters_per_class, knn_k, seed=0):
   """bool (n, A): LMLE's large-margin cluster kNN, attribute by attribute."""
   projection = head['attribute_projection']
-  train = loop.attribute_features(train_features, projection)
-  test = loop.attribute_features(test_features, projection)
+  train = attribute_objectives.attribute_features(train_features, projection)
+  test = attribute_objectives.attribute_features(test_features, projection)
   predictions = np.zeros((len(test_features), len(train)), bool)
   for a in range(len(train)):
     found = clusters_lib.within_class_kmeans(

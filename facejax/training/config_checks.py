@@ -8,7 +8,8 @@ so a mistake costs seconds, not a compilation and a training step.
 
 The rules are tables of (key, what it allows): ``CONFIG_RULES`` for the
 keys every config has, ``SYNTHETIC_RULES`` and the attribute tables for the
-data sources, ``LOSS_RULES`` for the keys each objective needs; the checks
+data sources; each loss's spec (:mod:`facejax.training.objectives`) carries
+the rules of the ``loss.*`` keys it reads and its own checks. The checks
 that relate several keys (batches over devices and processes, P x K, the
 smallest image a backbone takes, paths) are functions beside them.
 """
@@ -36,7 +37,6 @@ integer, number, one_of = (config_rules.integer, config_rules.number,
                            config_rules.one_of)
 INTEGER, NUMBER = config_rules.INTEGER, config_rules.NUMBER
 STRING, BOOLEAN = config_rules.STRING, config_rules.BOOLEAN
-MARGINS = config_rules.MARGINS
 
 
 def model_axis_size(config, num_devices):
@@ -118,35 +118,8 @@ ATTRIBUTE_DATA_RULES = (
     ('data.max_examples.val', integer(0)),
     ('data.max_examples.test', integer(0)),
 )
-# The keys each loss reads, all required (a loss switched on the command
-# line finds the keys of the config's old loss only).
-_SCALE = number(0, low_open=True)
-_MARGIN = number(0)
-_LMLE_RULES = (('margins', MARGINS), ('clusters_per_class', integer(1)),
-               ('cluster_every', integer(1)))
-LOSS_RULES = {
-    'softmax': (),
-    'arcface': (('scale', _SCALE), ('margin', _MARGIN)),
-    'cosface': (('scale', _SCALE), ('margin', _MARGIN)),
-    'combined': (('scale', _SCALE), ('m1', number(0, low_open=True)),
-                 ('m2', _MARGIN), ('m3', _MARGIN)),
-    'sphereface': (('sphereface_m', integer(1)), ('lambda_base', number(0)),
-                   ('lambda_gamma', number(0)), ('lambda_power', number(0)),
-                   ('lambda_min', number(0))),
-    'center': (('center_weight', number(0)),
-               ('center_alpha', number(0, 1, low_open=True))),
-    'triplet_batch_hard': (('margin', _MARGIN),),
-    'triplet_soft': (('margin', _MARGIN),),  # read, then ignored
-    'triplet_batch_all': (('margin', _MARGIN),),
-    'lifted': (('margin', _MARGIN),),
-    'contrastive': (('margin', _MARGIN),),
-    'lmle': _LMLE_RULES,
-    'attributes': (),
-    'lmle_attributes': (('attribute_dim', integer(1)),) + _LMLE_RULES,
-}
-ADAPTIVE_WEIGHTING_RULES = (('weighting_every', integer(1)),
-                            ('weighting_window', integer(1)))
-# Optional loss keys (defaults in objectives.py), checked where set.
+# Optional loss keys any loss may set (defaults in the objectives' family
+# modules), checked where set; each loss's own keys are in its spec.
 OPTIONAL_LOSS_RULES = (('sample_rate', number(0, 1, low_open=True)),
                        ('normalise', BOOLEAN),
                        ('cluster_iterations', integer(1)))
@@ -274,29 +247,20 @@ def _check_data(config):
 def _check_loss(config):
   """The loss's own keys, and what it needs of the data."""
   loss = config.loss
-  try:
-    objectives.check_choices(loss)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-  config_rules.check_rules(loss, LOSS_RULES[loss.name], prefix='loss.',
+  spec = objectives.get(loss.name)
+  spec.check_choices(loss)
+  config_rules.check_rules(loss, spec.rules, prefix='loss.',
                            needed_by=f'loss.name={loss.name!r}')
   config_rules.check_rules(loss, OPTIONAL_LOSS_RULES, prefix='loss.')
-  if loss.name == 'attributes' and loss.get('weighting') == 'adaptive':
-    config_rules.check_rules(loss, ADAPTIVE_WEIGHTING_RULES, prefix='loss.',
-                             needed_by="loss.weighting='adaptive'")
-  if loss.name in objectives.METRIC_LEARNING and not config.data.get(
+  if spec.identity_balanced and not config.data.get(
       'identities_per_batch', 0):
     raise ConfigError(
         f'loss.name={loss.name!r} needs P x K batches: set '
         'data.identities_per_batch (P) and data.images_per_identity (K) '
         f'with P * K = batch_size ({config.batch_size})')
-  k = config.data.get('images_per_identity', 0)
-  if loss.name == 'lmle' and k < 4:
-    raise ConfigError('loss.name=lmle needs data.images_per_identity >= 4 '
-                      f'(two clusters with two images each per identity), '
-                      f'got {k}')
+  spec.check(config)
   has_attributes = attribute_sources.is_attribute_dataset(config.data.source)
-  attribute_loss = loss.name in objectives.ATTRIBUTES
+  attribute_loss = spec.attributes
   if attribute_loss and not has_attributes:
     raise ConfigError(f'loss.name={loss.name!r} trains on attributes '
                       f'but data.source={config.data.source!r} has none; use '
@@ -376,7 +340,7 @@ def check_source(config, source):
   elif config.batch_size > source.num_examples:
     raise ConfigError(f'batch_size={config.batch_size} is larger than the '
                       f'{source.num_examples} examples of {source}')
-  if config.loss.name in ('lmle', 'lmle_attributes') and sequential:
+  if objectives.get(config.loss.name).example_index and sequential:
     raise ConfigError(f'loss.name={config.loss.name!r} looks every '
                       f'example\'s cluster up by its index, which {source} '
                       'has not; use the image folder or .rec the TFRecords '

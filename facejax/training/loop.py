@@ -17,9 +17,9 @@ Read top to bottom, as big_vision's train.py:
 5. steps, with a progress line and metrics every ``log_every`` steps, a
    verification accuracy on held-out pairs every ``eval_every`` steps, and a
    checkpoint every ``checkpoint_every`` steps and at the end; between
-   steps, LMLE's re-clustering and the adaptive task weights' validation
-   records, on their schedules (both in the state, so a resumed run
-   repeats them exactly).
+   steps, the objective's hooks on their schedules (LMLE's re-clustering,
+   the adaptive task weights' validation records: both in the state, so a
+   resumed run repeats them exactly; :mod:`facejax.training.objectives`).
 
 ``init_from`` (a workdir) starts a fresh run from another run's backbone
 (e.g. attributes fine-tuned from an identity model), as LMLE initialises
@@ -44,10 +44,7 @@ from facejax.data import device
 from facejax.data import pipeline
 from facejax.data import sources
 from facejax.data import synthetic
-from facejax.losses import attributes as attribute_losses
 from facejax.metrics import verification as verification_metrics
-from facejax.training import adaptive_weighting
-from facejax.training import clusters as clusters_lib
 from facejax.training import config_checks
 from facejax.training import config_rules
 from facejax.training import objectives
@@ -118,77 +115,6 @@ def verification_accuracy(embed, state, verification, mesh, batch_size,
       image_size)
   scores = np.sum(features[first] * features[second], axis=1)
   return verification_metrics.evaluate(scores, issame)['accuracy_mean']
-
-
-def local_copy(tree):
-  """Numpy copies of replicated arrays (this process's first shard: with
-  several processes the global arrays are not fully addressable)."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
-
-
-def attribute_features(features, projection):
-  """(A, N, d) numpy: every attribute's LMLE embedding of ``features``."""
-  return np.asarray(jax.device_get(attribute_losses.attribute_embeddings(
-      jnp.asarray(features), jnp.asarray(projection))))
-
-
-def recluster(embed, state, source, mesh, config, step):
-  """LMLE's alternation: the state with every example's cluster refreshed.
-
-  k-means within each class (``loss.clusters_per_class``) on the current
-  model's embeddings of the whole training source (for
-  ``lmle_attributes``: within each attribute's two classes, in each
-  attribute's own embedding); the draw is seeded by (seed, step), so a
-  resumed run re-clusters exactly as an uninterrupted one.
-  """
-  k = config.loss.clusters_per_class
-  iterations = config.loss.get('cluster_iterations', 20)
-  if config.loss.name == 'lmle_attributes':
-    features = inference.embed_source(
-        embed, inference.backbone_variables(state), source, mesh,
-        config.eval.batch_size, config.data.image_size, flip=False,
-        normalise=False)
-    per_attribute = attribute_features(
-        features, local_copy(state.params['head']['attribute_projection']))
-    assignments = np.stack([clusters_lib.within_class_kmeans(
-        per_attribute[a], source.attributes[:, a].astype(np.int32), k,
-        num_classes=2, iterations=iterations,
-        seed=(config.seed, step, a)).assignments
-                            for a in range(len(per_attribute))])
-  else:
-    features = inference.embed_source(
-        embed, inference.backbone_variables(state), source, mesh,
-        config.eval.batch_size, config.data.image_size)
-    assignments = clusters_lib.within_class_kmeans(
-        features, source.labels, k, num_classes=source.num_classes,
-        iterations=iterations, seed=(config.seed, step)).assignments
-  assignments = jax.device_put(assignments, sharding.replicated(mesh))
-  return state.replace(extra=dict(state.extra, clusters=assignments))
-
-
-def validation_task_losses(embed, state, source, mesh, config):
-  """(A,) float32: each attribute's sigmoid cross-entropy on ``source``."""
-  features = inference.embed_source(
-      embed, inference.backbone_variables(state), source, mesh,
-      config.eval.batch_size, config.data.image_size, flip=False,
-      normalise=False)
-  head = local_copy(state.params['head'])
-  logits = attribute_losses.attribute_logits(
-      jnp.asarray(features), jnp.asarray(head['attribute_weights']),
-      jnp.asarray(head['attribute_bias']))
-  return np.asarray(attribute_losses.per_task_sigmoid_cross_entropy(
-      logits, jnp.asarray(source.attributes)))
-
-
-def record_validation(embed, state, source, mesh, config):
-  """The state with one validation record added to the adaptive task
-  weighting (He et al. 2017), which updates the weights on its schedule."""
-  losses = validation_task_losses(embed, state, source, mesh, config)
-  weighting = adaptive_weighting.record(
-      adaptive_weighting.State(**state.extra['task_weighting']),
-      jax.device_put(losses, sharding.replicated(mesh)))
-  return state.replace(extra=dict(state.extra,
-                                  task_weighting=weighting._asdict()))
 
 
 def _check_finite(pending, step):
@@ -263,8 +189,7 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
         config.get('compute_dtype', 'float32')))
     verification = (verification_set(config.eval)
                     if config.eval.get('every') else None)
-    validation = (attribute_sources.open_split(config.data, 'val')
-                  if objective.adapts_task_weights else None)
+    hooks = objective.hooks(embed, source, mesh, config)  # between steps
     skipped = pipeline.SkippedImages()
     balanced = config.data.get('identities_per_batch', 0) or None
     dataset = pipeline.train_dataset(
@@ -297,11 +222,9 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
     try:
       for batch in batches:
         checkpoints.wait_if_behind(step)  # bounds the work a crash loses
-        if objective.reclusters and step % config.loss.cluster_every == 0:
-          state = recluster(embed, state, source, mesh, config, step)
-        if (objective.adapts_task_weights
-            and step % config.loss.weighting_every == 0):
-          state = record_validation(embed, state, validation, mesh, config)
+        for hook in hooks:  # LMLE's clusters, the task weights' records
+          if step % hook.every == 0:
+            state = hook.run(state, step)
         state, metrics = train_step(state, batch)
         step += 1
         pending.append(metrics)

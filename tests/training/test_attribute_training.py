@@ -12,6 +12,7 @@ from facejax.data import celeba
 from facejax.training import adaptive_weighting
 from facejax.training import loop
 from facejax.training import step as step_lib
+from facejax.training.objectives import attributes as attribute_objectives
 from tests.training.tiny import ADAPTIVE
 from tests.training.tiny import NUM_ATTRIBUTES
 from tests.training.tiny import attribute_config
@@ -51,7 +52,7 @@ def test_adaptive_weights_follow_the_validation_losses_and_resume(
   config = attribute_config(ADAPTIVE)
   validation = attribute_sources.open_split(config.data, 'val')
   with jax.set_mesh(four.mesh):
-    losses = loop.validation_task_losses(
+    losses = attribute_objectives.validation_task_losses(
         step_lib.make_embed(four.model, four.mesh), four.state, validation,
         four.mesh, config)
   np.testing.assert_allclose(cur, losses, rtol=1e-5)

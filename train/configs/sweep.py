@@ -14,6 +14,7 @@ The default config (a small IResNet on the embedded synthetic identities,
 
 import ml_collections
 
+from facejax.training import objectives
 from train.configs import default
 
 LOSSES = {
@@ -32,8 +33,6 @@ LOSSES = {
     'lmle': dict(name='lmle', margins=(0.1, 0.1, 0.2), clusters_per_class=2,
                  cluster_every=100, cluster_iterations=20),
 }
-METRIC_LEARNING = ('triplet_batch_hard', 'triplet_soft', 'triplet_batch_all',
-                   'lifted', 'contrastive', 'lmle')
 
 
 def get_config(arg='arcface'):
@@ -42,7 +41,7 @@ def get_config(arg='arcface'):
                      f'{", ".join(LOSSES)}')
   c = default.get_config()
   c.loss = ml_collections.ConfigDict(LOSSES[arg])
-  if arg in METRIC_LEARNING:
+  if objectives.get(arg).identity_balanced:  # the metric-learning losses
     identities = 8 if arg == 'lmle' else 16
     c.data.identities_per_batch = identities
     c.data.images_per_identity = c.batch_size // identities
