@@ -15,85 +15,47 @@ FAR = 1e-3, EER and ROC AUC (:func:`facejax.metrics.verification.evaluate`);
 cosine similarity of the flip-summed, L2-normalised embeddings, or
 Euclidean distance (``--metric euclidean``). ``--baseline`` adds the
 raw-pixel baseline's row. Writes ``verification.json`` and ``roc.png``.
+
+Each set is a :class:`facejax.evaluators.verification.Evaluator`, the
+evaluator that ``config.evals`` runs during training.
 """
 
 import argparse
-import dataclasses
-import os
 import sys
-
-import ml_collections
-import numpy as np
 
 from eval import extract
 from eval import report
 from facejax import inference
-from facejax.data import protocols
-from facejax.data import sources
-from facejax.training import loop
+from facejax.evaluators import verification
 
 
-@dataclasses.dataclass
-class PairSet:
-  """Pairs of images of one source; ``folds`` None: ten equal blocks."""
-  name: str
-  source: object
-  first: np.ndarray
-  second: np.ndarray
-  issame: np.ndarray
-  folds: object = None
+def run(embedder, evaluators, out_dir, flip=True, baseline=False,
+        progress=True):
+  """Evaluates every set; returns (results, table, json path, png path).
 
-
-def lfw_pairs(pairs_file, data_root):
-  """LFW's pairs.txt over its image folder."""
-  pairs = protocols.read_lfw_pairs(pairs_file)
-  paths, first, second = protocols.lfw_pair_paths(pairs, data_root)
-  return PairSet(os.path.basename(pairs_file), sources.ImageFiles(paths),
-                 first, second, pairs.issame, pairs.folds)
-
-
-def bin_pairs(path):
-  """An insightface .bin set (lfw, cfp_fp, agedb_30, ...)."""
-  source, first, second, issame = sources.verification_bin(path)
-  name = os.path.splitext(os.path.basename(path))[0]
-  return PairSet(name, source, first, second, issame)
-
-
-def synthetic_pairs(num_pairs, seed=0):
-  """Pairs of held-out synthetic identities (never seen in training)."""
-  source, first, second, issame = loop.verification_set(
-      ml_collections.ConfigDict(dict(pairs=num_pairs, seed=seed)))
-  return PairSet(f'synthetic ({num_pairs} pairs)', source, first, second,
-                 issame)
-
-
-def pair_scores(features, pair_set, metric):
-  """Cosine similarities, or Euclidean distances, of the pairs."""
-  a, b = features[pair_set.first], features[pair_set.second]
-  if metric == 'cosine':
-    return np.sum(a * b, axis=1)
-  return np.linalg.norm(a - b, axis=1)
-
-
-def run(embedder, pair_sets, out_dir, metric='cosine', flip=True,
-        baseline=False, progress=True):
-  """Evaluates every set; returns (results, table, json path, png path)."""
+  Args:
+    embedder: the restored run (:class:`facejax.inference.Embedder`).
+    evaluators: :class:`facejax.evaluators.verification.Evaluator` s, one
+      per pair set (all with one score metric).
+    out_dir: where ``verification.json`` and ``roc.png`` go.
+    flip: the flip test.
+    baseline: also the raw-pixel features.
+    progress: print a progress line while embedding.
+  """
   entries = []
-  for pair_set in pair_sets:
-    methods = {'model': lambda s=pair_set: embedder.embed(
-        s.source, flip=flip, progress=progress)}
+  for evaluator in evaluators:
+    methods = {'model': lambda source: embedder.embed(
+        source, flip=flip, progress=progress)}
     if baseline:
-      methods['raw pixels'] = lambda s=pair_set: (
-          inference.raw_pixel_features(s.source, embedder.image_size))
-    for method, features in methods.items():
-      entries.append(dict(
-          set=pair_set.name, method=method,
-          scores=pair_scores(np.asarray(features()), pair_set, metric),
-          issame=pair_set.issame, folds=pair_set.folds,
-          higher_is_same=metric == 'cosine'))
-  return report.verification_report(
-      entries, out_dir, checkpoint_step=embedder.step, metric=metric,
-      flip=flip)
+      methods['raw pixels'] = lambda source: inference.raw_pixel_features(
+          source, embedder.image_size)
+    for method, embed in methods.items():
+      entries.append(dict(set=evaluator.name, method=method,
+                          result=evaluator.evaluate(embed),
+                          pairs=len(evaluator.pair_set.issame)))
+  return report.evaluated_verification_report(
+      entries, out_dir, checkpoint_step=embedder.step,
+      metric=evaluators[0].metric, flip=flip)
 
 
 def main(argv=None):
@@ -117,14 +79,18 @@ def main(argv=None):
   if not (args.pairs or args.bin or args.synthetic):
     parser.error('give --pairs/--data, --bin or --synthetic')
   try:
-    pair_sets = ([lfw_pairs(args.pairs, args.data)] if args.pairs else [])
-    pair_sets += [bin_pairs(path) for path in args.bin]
+    evaluators = ([verification.Evaluator(
+        pairs_file=args.pairs, data=args.data, metric=args.metric)]
+                  if args.pairs else [])
+    evaluators += [verification.Evaluator(bin=path, metric=args.metric)
+                   for path in args.bin]
     if args.synthetic:
-      pair_sets.append(synthetic_pairs(args.synthetic))
+      evaluators.append(verification.Evaluator(pairs=args.synthetic,
+                                               metric=args.metric))
     embedder = inference.Embedder.from_workdir(
         args.checkpoint, args.step, batch_size=args.batch_size)
     _, table, json_path, png_path = run(
-        embedder, pair_sets, args.out, args.metric, args.flip, args.baseline)
+        embedder, evaluators, args.out, args.flip, args.baseline)
   # A damaged .bin is a ValueError naming it; an unreadable one an OSError.
   except (OSError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)

@@ -82,16 +82,28 @@ def verification_report(entries, out_dir, **meta):
   Returns:
     (results {set: {method: metrics}}, markdown table, JSON path, PNG path).
   """
+  return evaluated_verification_report(
+      [dict(set=entry['set'], method=entry['method'],
+            pairs=len(entry['issame']), result=verification.evaluate(
+                entry['scores'], entry['issame'], folds=entry.get('folds'),
+                higher_is_same=entry.get('higher_is_same', True)))
+       for entry in entries], out_dir, **meta)
+
+
+def evaluated_verification_report(entries, out_dir, **meta):
+  """:func:`verification_report` of pairs already evaluated: ``entries``
+  are dicts with ``set``, ``method``, ``pairs`` (their number) and
+  ``result`` (:func:`facejax.metrics.verification.evaluate`'s dict, ROC
+  included), as a :class:`facejax.evaluators.verification.Evaluator`
+  gives them."""
   results, rows, curves = {}, [], {}
   for entry in entries:
-    result = verification.evaluate(
-        entry['scores'], entry['issame'], folds=entry.get('folds'),
-        higher_is_same=entry.get('higher_is_same', True))
+    result = dict(entry['result'])
     roc = result.pop('roc')
     name = f"{entry['set']}, {entry['method']}"
     curves[name] = dict(fpr=roc['fpr'], tpr=roc['tpr'], auc=result['auc'])
     results.setdefault(entry['set'], {})[entry['method']] = dict(
-        result, pairs=len(entry['issame']))
+        result, pairs=entry['pairs'])
     rows.append([entry['set'], entry['method'],
                  mean_std(result['accuracy_mean'], result['accuracy_std']),
                  mean_std(result['val_at_far'], result['val_at_far_std']),

@@ -20,24 +20,22 @@ import time
 
 import numpy as np
 
-from eval import lfw
 from eval import megaface
 from eval import report
 from facejax import inference
+from facejax.evaluators import verification
 from facejax.metrics import identification
-from facejax.metrics import verification
 from facejax.training import loop
 from train.configs import sweep as sweep_configs
 
 
-def evaluate_run(workdir, pair_set, probe_source, probe_ids,
+def evaluate_run(workdir, pairs, probe_source, probe_ids,
                  distractor_source):
-  """(verification result, rank-1) of the run in ``workdir``."""
+  """(verification result, rank-1) of the run in ``workdir``; ``pairs``: a
+  :class:`facejax.evaluators.verification.Evaluator`."""
   embedder = inference.Embedder.from_workdir(workdir)
-  features = embedder.embed(pair_set.source, progress=False)
-  result = verification.evaluate(lfw.pair_scores(features, pair_set,
-                                                 'cosine'),
-                                 pair_set.issame)
+  result = pairs.evaluate(lambda source: embedder.embed(source,
+                                                        progress=False))
   rank1 = identification.megaface_rank1(
       embedder.embed(probe_source, progress=False), probe_ids,
       embedder.embed(distractor_source, progress=False))
@@ -73,7 +71,7 @@ def main(argv=None):
   if unknown:
     parser.error(f'unknown losses {unknown}; choose from '
                  f'{", ".join(sweep_configs.LOSSES)}')
-  pair_set = lfw.synthetic_pairs(args.pairs)  # drawn now, embedded later
+  pairs = verification.Evaluator(pairs=args.pairs)  # drawn now
   probe_source, probe_ids, distractor_source = None, None, None
   rows, results = [], {}
   for loss in losses:
@@ -96,8 +94,8 @@ def main(argv=None):
         probe_source, probe_ids, distractor_source = megaface.synthetic_sets(
             args.probe_identities, args.probe_images, args.distractors,
             image_size=config.data.image_size)
-      result, rank1 = evaluate_run(workdir, pair_set, probe_source,
-                                   probe_ids, distractor_source)
+      result, rank1 = evaluate_run(workdir, pairs, probe_source, probe_ids,
+                                   distractor_source)
       losses_seen = [h['loss'] for h in report.read_jsonl(
           os.path.join(workdir, 'metrics.jsonl'))]
       results[loss] = dict(

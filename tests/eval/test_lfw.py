@@ -7,6 +7,7 @@ import pytest
 
 from eval import lfw
 from facejax.data import synthetic
+from facejax.evaluators import verification
 from tests.data import image_fixtures
 
 PEOPLE = ['Ann_Lee', 'Bo_Chan', 'Cy_Dorn', 'Di_Eve']
@@ -60,11 +61,11 @@ def test_pairs_txt_report_table_and_plot(workdir, lfw_root, tmp_path, capsys):
 
 def test_scores_follow_the_pairs(workdir, lfw_root, tmp_path):
   pairs = write_pairs(tmp_path / 'pairs.txt', [(MATCHED, MISMATCHED)] * 2)
-  pair_set = lfw.lfw_pairs(str(pairs), str(lfw_root))
+  pair_set = verification.lfw_pairs(str(pairs), str(lfw_root))
   assert len(pair_set.source.paths) == 11  # each image embedded once
   features = np.random.default_rng(0).normal(size=(11, 4))
-  cosine = lfw.pair_scores(features, pair_set, 'cosine')
-  euclidean = lfw.pair_scores(features, pair_set, 'euclidean')
+  cosine = verification.pair_scores(features, pair_set, 'cosine')
+  euclidean = verification.pair_scores(features, pair_set, 'euclidean')
   for i, (a, b) in enumerate(zip(pair_set.first, pair_set.second)):
     assert cosine[i] == pytest.approx(features[a] @ features[b])
     assert euclidean[i] == pytest.approx(np.linalg.norm(features[a]
