@@ -13,7 +13,8 @@ identities (the held-out ones, from ``EVAL_FIRST_IDENTITY``):
   template at the image's size: the renderer centres its faces) and a
   detector score in [0.6, 1.0];
 * the 1:1 protocol holds every genuine template pair and
-  ``impostors_per_genuine`` times as many random impostor pairs; the 1:N
+  ``impostors_per_genuine`` times as many random impostor pairs (or every
+  impostor pair, when there are fewer); the 1:N
   protocol puts the first template of every even-numbered identity in
   gallery G1 and of every odd one in G2, and every other template among the
   mixed probes (mated in one gallery, non-mated in the other).
@@ -81,7 +82,8 @@ def draw(num_identities=40, templates_per_identity=3, seed=0,
   genuine = [(a + 1, b + 1) for a in range(len(owner))
              for b in range(a + 1, len(owner)) if owner[a] == owner[b]]
   impostor = set()
-  while len(impostor) < impostors_per_genuine * len(genuine):
+  possible = len(owner) * (len(owner) - 1) // 2 - len(genuine)
+  while len(impostor) < min(impostors_per_genuine * len(genuine), possible):
     a, b = (int(v) for v in rng.integers(0, len(owner), 2))
     if owner[a] != owner[b]:
       impostor.add((min(a, b) + 1, max(a, b) + 1))
