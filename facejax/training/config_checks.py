@@ -19,12 +19,14 @@ import os
 import jax
 import numpy as np
 
+from facejax import evaluators
 from facejax import models
 from facejax.data import attribute_sources
 from facejax.data import augment
 from facejax.data import celeba
 from facejax.data import sources
 from facejax.data import synthetic
+from facejax.evaluators import verification
 from facejax.training import config_rules
 from facejax.training import objectives
 from facejax.training import optim
@@ -46,8 +48,6 @@ def model_axis_size(config, num_devices):
 
 
 COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
-# LFW's protocol: 10 folds, each with a same and a different pair.
-MIN_EVAL_PAIRS = 20
 
 # Keys every config may set (a key left out takes the code's default).
 # Choices checked by the code that uses them (model, loss, optimizer and
@@ -92,6 +92,7 @@ CONFIG_RULES = (
     ('eval.bin', STRING),
     ('eval.seed', integer(0)),
     ('eval.batch_size', integer(1)),
+    ('best_metric', STRING),
     ('log_every', integer(1)),
     ('checkpoint_every', integer(1)),
     ('keep_last', integer(1)),
@@ -285,11 +286,53 @@ def _check_optimizer(config):
                       f'{c.end_learning_rate}')
 
 
-def _check_eval(config):
+# What every config.evals entry takes besides its evaluator's arguments.
+EVAL_ENTRY_RULES = (('every', integer(0)),  # 0: off
+                    ('type', one_of(*evaluators.EVALUATORS)),
+                    ('prefix', STRING),
+                    ('batch_size', integer(1)))
+
+
+def _check_evals(config, num_devices):
+  """config.eval's verification, each config.evals entry (its type, its
+  period, its evaluator's arguments), and a best_metric some evaluator
+  records."""
   if config.eval.get('every') and not config.eval.get('bin'):
     config_rules.check_rules(
-        config, (('eval.pairs', integer(MIN_EVAL_PAIRS)),),
+        config, (('eval.pairs', integer(verification.MIN_PAIRS)),),
         needed_by='eval.every > 0 without eval.bin')
+  evals = config.get('evals', {})
+  if not hasattr(evals, 'items'):
+    raise ConfigError(f'evals must be a dict of name: evaluator, got '
+                      f'{evals!r}')
+  for name, entry in evals.items():
+    key = f'evals.{name}'
+    if not hasattr(entry, 'keys'):
+      raise ConfigError(f'{key} must be a dict (type, every, the '
+                        f'evaluator\'s arguments), got {entry!r}')
+    if name == evaluators.LEGACY_NAME and config.eval.get('every'):
+      raise ConfigError(f'{key}: {name!r} names config.eval\'s evaluator; '
+                        'give this one another name')
+    config_rules.check_rules(entry, EVAL_ENTRY_RULES[:1], prefix=f'{key}.',
+                             needed_by=key)
+    config_rules.check_rules(entry, EVAL_ENTRY_RULES[1:], prefix=f'{key}.')
+    kind = evaluators.EVALUATORS[entry.get('type', evaluators.DEFAULT_TYPE)]
+    allowed = [k for k, _ in EVAL_ENTRY_RULES + kind.RULES]
+    unknown = sorted(set(entry) - set(allowed))
+    if unknown:
+      raise ConfigError(f'{key}.{unknown[0]}: not a key of this evaluator; '
+                        f'it takes {", ".join(allowed)}')
+    config_rules.check_rules(entry, kind.RULES, prefix=f'{key}.')
+    if entry.get('batch_size', num_devices) % num_devices:
+      raise ConfigError(f'{key}.batch_size={entry.batch_size} does not '
+                        f'split over the {num_devices} devices')
+    kind.check_config(entry, key)
+  best = config.get('best_metric', evaluators.DEFAULT_BEST_METRIC)
+  if (best != evaluators.DEFAULT_BEST_METRIC
+      and evaluators.best_metric(config) is None):
+    recorded = ', '.join(evaluators.metric_modes(config)) or 'nothing'
+    raise ConfigError(f'best_metric={best!r}: no evaluator of the config '
+                      f'records it (they record {recorded})')
 
 
 def _check_mesh(config, num_devices):
@@ -312,7 +355,7 @@ def check_config(config, num_devices):
   _check_data(config)
   _check_loss(config)
   _check_optimizer(config)
-  _check_eval(config)
+  _check_evals(config, num_devices)
   _check_init_from(config)
 
 

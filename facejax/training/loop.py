@@ -14,9 +14,11 @@ Read top to bottom, as big_vision's train.py:
    the restored step is dropped, as the steps are redone;
 4. the input pipeline from the restored step (same seed, same order: a
    resumed run sees exactly the batches an uninterrupted one would);
-5. steps, with a progress line and metrics every ``log_every`` steps, a
-   verification accuracy on held-out pairs every ``eval_every`` steps, and a
-   checkpoint every ``checkpoint_every`` steps and at the end; between
+5. steps, with a progress line and metrics every ``log_every`` steps, the
+   config's evaluators (:mod:`facejax.evaluators`: ``config.evals``, and
+   ``config.eval``'s verification accuracy on held-out pairs), each every
+   ``every`` steps, and a checkpoint every ``checkpoint_every`` steps and at
+   the end (the best by ``config.best_metric`` kept as well); between
    steps, the objective's hooks on their schedules (LMLE's re-clustering,
    the adaptive task weights' validation records: both in the state, so a
    resumed run repeats them exactly; :mod:`facejax.training.objectives`).
@@ -36,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from facejax import evaluators
 from facejax import inference
 from facejax import sharding
 from facejax.data import attribute_sources
@@ -43,8 +46,6 @@ from facejax.data import augment
 from facejax.data import device
 from facejax.data import pipeline
 from facejax.data import sources
-from facejax.data import synthetic
-from facejax.metrics import verification as verification_metrics
 from facejax.training import config_checks
 from facejax.training import config_rules
 from facejax.training import objectives
@@ -89,32 +90,17 @@ def training_source(data_config):
                              or None)
 
 
-def verification_set(eval_config):
-  """The in-training pair set: (source, first, second, issame).
+def evaluate(evaluator, entry, embed, state, mesh, image_size):
+  """``{prefix + name: value}`` of one evaluator on the current model
+  (flip-summed, L2-normalised embeddings, batches of ``entry.batch_size``;
+  ``entry``: its :class:`facejax.evaluators.Entry`)."""
+  variables = inference.backbone_variables(state)
 
-  ``eval.bin``: an insightface ``.bin`` (lfw.bin, cfp_fp.bin, ...); else
-  ``eval.pairs`` pairs of held-out synthetic identities.
-  """
-  if eval_config.get('bin'):
-    return sources.verification_bin(eval_config.bin)
-  pairs = eval_config.pairs
-  images_a, images_b, issame = synthetic.verification_pairs(
-      pairs, seed=eval_config.get('seed', 0))
-  source = sources.InMemory(np.concatenate([images_a, images_b]),
-                            np.zeros(2 * pairs, np.int32),
-                            name='held-out synthetic pairs')
-  return source, np.arange(pairs), np.arange(pairs, 2 * pairs), issame
-
-
-def verification_accuracy(embed, state, verification, mesh, batch_size,
-                          image_size):
-  """LFW-protocol 10-fold accuracy of the current model on the pairs."""
-  source, first, second, issame = verification
-  features = inference.embed_source(
-      embed, inference.backbone_variables(state), source, mesh, batch_size,
-      image_size)
-  scores = np.sum(features[first] * features[second], axis=1)
-  return verification_metrics.evaluate(scores, issame)['accuracy_mean']
+  def embed_source(source):
+    return inference.embed_source(embed, variables, source, mesh,
+                                  entry.batch_size, image_size)
+  return {entry.prefix + name: value
+          for name, value in evaluator.run(embed_source)}
 
 
 def _check_finite(pending, step):
@@ -167,7 +153,8 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
     shard_backbone = config.get('mesh', {}).get('shard_backbone', False)
     abstract = state_lib.abstract_state(key, model, objective, optimizer,
                                         image_shape, mesh, shard_backbone)
-    checkpoints = run_directory.open_checkpoints(config, workdir)
+    best = evaluators.best_metric(config)  # (name, mode) or None
+    checkpoints = run_directory.open_checkpoints(config, workdir, best)
     state, resumed = checkpoints.restore_latest(abstract)
     if state is not None:
       shardings = jax.tree.map(lambda leaf: leaf.sharding, abstract)
@@ -187,8 +174,7 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
         micro_batches=config.get('micro_batches', 1))
     embed = step_lib.make_embed(model, mesh, jnp.dtype(
         config.get('compute_dtype', 'float32')))
-    verification = (verification_set(config.eval)
-                    if config.eval.get('every') else None)
+    evaluations = evaluators.from_config(config)  # their data read now
     hooks = objective.hooks(embed, source, mesh, config)  # between steps
     skipped = pipeline.SkippedImages()
     balanced = config.data.get('identities_per_batch', 0) or None
@@ -239,18 +225,17 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
                          lr=values['learning_rate']))
           values['skipped_images'] = skipped.count
           pending = []
-          if config.eval.get('every') and (
-              step % config.eval.every == 0 or last):
-            values['verification_accuracy'] = verification_accuracy(
-                embed, state, verification, mesh, config.eval.batch_size,
-                config.data.image_size)
+          for entry, evaluator in evaluations:
+            if step % entry.every == 0 or last:
+              values.update(evaluate(evaluator, entry, embed, state, mesh,
+                                     config.data.image_size))
           writer.write(step, values)
           history.append(dict(values, step=step))
         if step % config.checkpoint_every == 0 or last:
           if pending:
             _check_finite(pending, step)
           saved = {k: v for k, v in (history[-1] if history else {}).items()
-                   if k == 'verification_accuracy'}
+                   if best and k == best[0]}
           checkpoints.save(step, state, metrics=saved or None, force=last)
           writer.flush()  # a crash keeps the events of every saved step
     finally:

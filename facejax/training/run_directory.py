@@ -92,16 +92,19 @@ def hold_workdir(workdir, enabled=True):
     lock.release()
 
 
-def open_checkpoints(config, workdir):
+def open_checkpoints(config, workdir, best_metric=None):
   """The run's :class:`checkpoint.Checkpointer` (damaged steps moved aside).
 
-  An asynchronous save may run in the background during at most half a
-  checkpoint interval of steps (at least 1): a crash at any moment loses at
-  most ``checkpoint_every + max(1, checkpoint_every // 2)`` steps.
+  Keeps the last ``keep_last`` steps and, with ``best_metric`` ((name,
+  'max' or 'min'), :func:`facejax.evaluators.best_metric`), the best step
+  by that metric. An asynchronous save may run in the background during at
+  most half a checkpoint interval of steps (at least 1): a crash at any
+  moment loses at most ``checkpoint_every + max(1, checkpoint_every // 2)``
+  steps.
   """
+  name, mode = best_metric or (None, 'max')
   return checkpoint.Checkpointer(
       os.path.join(workdir, 'checkpoints'),
       keep_last=config.get('keep_last', 2),
-      keep_best=1 if config.eval.get('every') else 0,
-      best_metric='verification_accuracy',
+      keep_best=1 if best_metric else 0, best_metric=name, best_mode=mode,
       max_lag_steps=max(1, config.checkpoint_every // 2))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import ml_collections
 import numpy as np
 import pytest
 from tensorboardX.proto import event_pb2
@@ -163,6 +164,24 @@ def test_in_training_verification_is_recorded_and_kept_best(tmp_path):
                 if 'verification_accuracy' in h]
   assert len(accuracies) == 2 and all(0 <= a <= 1 for a in accuracies)
   assert saved_steps(tmp_path) == [2, 4]
+
+
+def test_config_evals_each_with_its_period_and_the_best_kept(tmp_path):
+  config = tiny_config(total_steps=4, checkpoint_every=1, keep_last=1)
+  config.eval.every = 2
+  config.evals = ml_collections.ConfigDict(dict(held_out=dict(
+      pairs=20, seed=1, every=1, metrics=('accuracy', 'eer'))))
+  config.best_metric = 'held_out/eer'  # lower is better
+  run = loop.train(config, str(tmp_path), log=False)
+  assert [h['step'] for h in run.history
+          if 'verification_accuracy' in h] == [2, 4]
+  eers = {h['step']: h['held_out/eer'] for h in run.history}
+  assert all(0 <= h['held_out/accuracy'] <= 1 for h in run.history)
+  assert [r['held_out/eer'] for r in records(str(tmp_path))] == list(
+      eers.values())
+  kept = saved_steps(tmp_path)  # the last, and the best by EER
+  assert 4 in kept and len(kept) <= 2
+  assert min(eers[step] for step in kept) == min(eers.values())
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(

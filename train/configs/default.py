@@ -57,12 +57,33 @@ def get_config(arg=None):
   c.optimizer.end_learning_rate = 0.0
   c.optimizer.clip_norm = 0.0
 
+  # In-training evaluation (facejax.evaluators). config.eval is one
+  # verification evaluator, recorded as verification_accuracy in
+  # metrics.jsonl; eval.batch_size is also what LMLE's re-clustering and
+  # the adaptive task weights embed with.
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 200  # steps; 0 turns it off
   c.eval.pairs = 600  # held-out synthetic pairs (LFW protocol, 10 folds)
   c.eval.bin = ''  # or an insightface .bin (lfw.bin ...) instead
   c.eval.seed = 0
   c.eval.batch_size = 200
+  # More evaluators, each named and with its own period, as insightface
+  # validates on lfw, cfp_fp and agedb_30 while it trains:
+  #   c.evals = dict(
+  #       lfw=dict(type='verification', bin='lfw.bin', every=2000),
+  #       cfp_fp=dict(type='verification', bin='cfp_fp.bin', every=2000),
+  #       agedb_30=dict(type='verification', bin='agedb_30.bin', every=2000))
+  # records lfw/accuracy, lfw/val_at_far, lfw/eer, lfw/auc, ... Each entry:
+  # type (default 'verification'), every (steps; 0: off), optional prefix
+  # (default '<name>/') and batch_size (default eval.batch_size), and the
+  # evaluator's arguments (verification: pairs and seed, bin, or
+  # pairs_file and data (LFW's pairs.txt and folder); metric 'cosine' or
+  # 'euclidean'; metrics, a subset of accuracy, accuracy_std, val_at_far,
+  # eer, auc).
+  c.evals = ml_collections.ConfigDict()
+  # The metric the best checkpoint is kept by (besides the last keep_last),
+  # any that an evaluator records, e.g. 'lfw/accuracy' or 'cfp_fp/eer'.
+  c.best_metric = 'verification_accuracy'
 
   c.log_every = 20
   c.checkpoint_every = 200
