@@ -62,6 +62,11 @@ class Objective:
     num_examples: N, the training examples (losses with a value per
       example).
     num_attributes: A, for the attribute losses.
+    needs_identity_balanced_batches: P x K batches (metric learning).
+    needs_example_index: batches carry ``index``, the examples' positions.
+    uses_attributes: the targets are the batch's ``attributes``, not its
+      labels.
+    has_class_weights: the head is a class-weight matrix W (D, C).
   """
 
   def __init__(self, loss_config, num_classes, embedding_dim, class_shards=1,
@@ -83,26 +88,11 @@ class Objective:
     if self.spec.attributes and not num_attributes:
       raise ValueError(f'loss.name={self.name} trains on attributes: pass '
                        'num_attributes (the data has none)')
-
-  @property
-  def needs_identity_balanced_batches(self):
-    """True when batches must be P x K (the metric-learning losses)."""
-    return self.spec.identity_balanced
-
-  @property
-  def needs_example_index(self):
-    """True when batches must carry ``index`` (the examples' positions)."""
-    return self.spec.example_index
-
-  @property
-  def uses_attributes(self):
-    """True when the targets are the batch's ``attributes``, not labels."""
-    return self.spec.attributes
-
-  @property
-  def has_class_weights(self):
-    """True when the head is a class-weight matrix W (D, C)."""
-    return self.spec.class_weights
+    # What the pipeline, the step and the state ask of it (the spec's).
+    self.needs_identity_balanced_batches = self.spec.identity_balanced
+    self.needs_example_index = self.spec.example_index
+    self.uses_attributes = self.spec.attributes
+    self.has_class_weights = self.spec.class_weights
 
   def init_head(self, key):
     """Learned head parameters (e.g. {'class_weights': (D, C)}), or {}."""
