@@ -126,7 +126,8 @@ def train(config, workdir, mesh=None, log=True, stop_at=None):
 
   Raises:
     ConfigError: a config value that cannot work, named by its key.
-    WorkdirInUseError: another trainer holds ``workdir`` (a ConfigError).
+    run_directory.WorkdirInUseError: another trainer holds ``workdir`` (a
+      ConfigError).
     NonFiniteLossError: the loss became NaN or infinite.
   """
   devices = jax.devices()
