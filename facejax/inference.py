@@ -258,7 +258,7 @@ def _fingerprint(paths):
 
 
 def extract(embedder, paths, out_dir, flip=True, block_size=10_000,
-            progress=True):
+            progress=True, landmarks=None, normalise=True):
   """Embeds image files into ``out_dir``; resumable for large sets.
 
   Writes ``features.npy`` ((N, D) float32, row i the embedding of
@@ -266,8 +266,12 @@ def extract(embedder, paths, out_dir, flip=True, block_size=10_000,
   ``extract.json`` (checkpoint, flip, count). Work goes in blocks of
   ``block_size`` images, each saved to ``blocks/NNNNNN.npy`` as it is
   done: a rerun after an interruption skips the finished blocks. A rerun
-  with other paths, another checkpoint step or another flip setting is
-  refused rather than mixed.
+  with other paths, landmarks, checkpoint step, flip or normalise setting
+  is refused rather than mixed.
+
+  ``landmarks`` (N, 5, 2): align each image with its five points first
+  (loose crops, as IJB's); ``normalise=False``: the raw embeddings (see
+  :meth:`Embedder.embed`).
 
   Returns:
     The (N, D) features (a read-only memory map of ``features.npy``).
@@ -280,6 +284,15 @@ def extract(embedder, paths, out_dir, flip=True, block_size=10_000,
   manifest = dict(files=len(paths), paths_sha256=_fingerprint(paths),
                   flip=bool(flip), step=embedder.step,
                   image_size=embedder.image_size, block_size=block_size)
+  if landmarks is not None:
+    landmarks = np.asarray(landmarks, np.float32)
+    if landmarks.shape != (len(paths), 5, 2):
+      raise ValueError(f'extract: landmarks {landmarks.shape}, expected '
+                       f'({len(paths)}, 5, 2)')
+    manifest['landmarks_sha256'] = hashlib.sha256(
+        landmarks.tobytes()).hexdigest()
+  if not normalise:
+    manifest['normalise'] = False
   manifest_path = os.path.join(out_dir, MANIFEST_FILE)
   if os.path.exists(manifest_path):
     with open(manifest_path, encoding='utf-8') as f:
@@ -300,8 +313,10 @@ def extract(embedder, paths, out_dir, flip=True, block_size=10_000,
     if progress and jax.process_index() == 0 and len(blocks) > 1:
       print(f'block {number + 1}/{len(blocks)}', flush=True)
     features = embedder.embed(sources.ImageFiles(
-        paths[start:start + block_size], check_exists=False), flip=flip,
-                              progress=progress)
+        paths[start:start + block_size], check_exists=False,
+        landmarks=None if landmarks is None
+        else landmarks[start:start + block_size]), flip=flip,
+                              progress=progress, normalise=normalise)
     if jax.process_index() == 0:
       np.save(block_path + '.tmp.npy', features, allow_pickle=False)
       os.replace(block_path + '.tmp.npy', block_path)

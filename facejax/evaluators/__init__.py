@@ -29,9 +29,10 @@ names the metric by which the best checkpoint is kept.
 
 from typing import NamedTuple
 
+from facejax.evaluators import ijb
 from facejax.evaluators import verification
 
-EVALUATORS = {'verification': verification.Evaluator}
+EVALUATORS = {'verification': verification.Evaluator, 'ijb': ijb.Evaluator}
 DEFAULT_TYPE = 'verification'
 DEFAULT_BEST_METRIC = 'verification_accuracy'
 # config.eval's single evaluator: its name and what it records.

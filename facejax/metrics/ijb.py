@@ -115,8 +115,10 @@ def template_features(embeddings, templates, medias, *, flipped=None,
   return (features / norms[:, None]).astype(np.float32), template_ids
 
 
-def _rows(template_ids, wanted, what):
-  """Row of each of ``wanted`` in the sorted ``template_ids``."""
+def template_rows(template_ids, wanted, what):
+  """Row of each of ``wanted`` in the sorted ``template_ids``
+  (:func:`template_features`' second result); ValueError names the first
+  template with no row (``what`` says who asked)."""
   wanted = np.asarray(wanted)
   rows = np.searchsorted(template_ids, wanted)
   rows = np.minimum(rows, len(template_ids) - 1)
@@ -159,8 +161,8 @@ def pair_scores(features, template_ids, p1, p2, *, block_size=None,
     ValueError: a pair names a template with no feature.
   """
   mesh = mesh or sharding.make_mesh()
-  first = _rows(template_ids, p1, 'pair_scores')
-  second = _rows(template_ids, p2, 'pair_scores')
+  first = template_rows(template_ids, p1, 'pair_scores')
+  second = template_rows(template_ids, p2, 'pair_scores')
   if first.shape != second.shape:
     raise ValueError(f'pair_scores: {len(first)} first and {len(second)} '
                      'second templates')

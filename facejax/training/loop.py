@@ -92,13 +92,14 @@ def training_source(data_config):
 
 def evaluate(evaluator, entry, embed, state, mesh, image_size):
   """``{prefix + name: value}`` of one evaluator on the current model
-  (flip-summed, L2-normalised embeddings, batches of ``entry.batch_size``;
+  (flip-summed, L2-normalised embeddings unless the evaluator asks for
+  ``flip`` or ``normalise`` otherwise, batches of ``entry.batch_size``;
   ``entry``: its :class:`facejax.evaluators.Entry`)."""
   variables = inference.backbone_variables(state)
 
-  def embed_source(source):
+  def embed_source(source, **options):  # flip, normalise
     return inference.embed_source(embed, variables, source, mesh,
-                                  entry.batch_size, image_size)
+                                  entry.batch_size, image_size, **options)
   return {entry.prefix + name: value
           for name, value in evaluator.run(embed_source)}
 
