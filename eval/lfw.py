@@ -68,7 +68,7 @@ def main(argv=None):
                       help='an insightface .bin set (repeatable)')
   parser.add_argument('--synthetic', type=int, default=0,
                       help='pairs of held-out synthetic identities')
-  parser.add_argument('--metric', choices=('cosine', 'euclidean'),
+  parser.add_argument('--metric', choices=verification.SCORES,
                       default='cosine')
   parser.add_argument('--baseline', action='store_true',
                       help='also evaluate raw-pixel features')
