@@ -84,7 +84,10 @@ def make_train_step(model, objective, optimizer, mesh, state_shardings,
           step_rng, images, labels, indices)
     else:
       parts = jax.tree.map(
-          lambda x: x.reshape((micro_batches, -1) + x.shape[1:]),
+          # Each micro-batch keeps the batch's split over the devices (a
+          # plain reshape of a sharded batch is refused by JAX).
+          lambda x: jnp.reshape(x, (micro_batches, -1) + x.shape[1:],
+                                out_sharding=P(None, *sharding.BATCH_SPEC)),
           (images, labels, indices))
 
       def accumulate(carry, part):
