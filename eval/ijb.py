@@ -38,29 +38,34 @@ def _percent(value):
   return f'{100 * value:.2f}'
 
 
-def tables(result, name):
-  """(1:1 table, 1:N table or '') in markdown."""
-  fars = list(result['verification']['tar_at_far'])
+def tables(results):
+  """(1:1 table, 1:N table or '') in markdown, a row per entry of
+  ``results`` ({row name: the evaluator's result})."""
+  first = next(iter(results.values()))
+  fars = list(first['verification']['tar_at_far'])
   verification = report.markdown_table(
       ['Methods'] + [f'{far:g}' for far in fars] + ['AUC'],
-      [[name] + [_percent(result['verification']['tar_at_far'][far])
-                 for far in fars]
-       + [f'{result["verification"]["auc"]:.4f}']])
-  if 'identification' not in result:
+      [[name] + [_percent(r['verification']['tar_at_far'][far])
+                 for far in fars] + [f'{r["verification"]["auc"]:.4f}']
+       for name, r in results.items()])
+  if 'identification' not in first:
     return verification, ''
   rows = []
-  for gallery, values in list(result['identification'].items()) + [
-      ('mean', result['identification_mean'])]:
-    rows.append([gallery] + [_percent(v) for v in values['cmc'].values()]
-                + [_percent(v) for v in values['tpir_at_fpir'].values()])
-  first = result['identification_mean']
-  header = (['gallery'] + [f'rank {r}' for r in first['cmc']]
-            + [f'TPIR @ FPIR {f:g}' for f in first['tpir_at_fpir']])
+  for name, result in results.items():
+    for gallery, values in list(result['identification'].items()) + [
+        ('mean', result['identification_mean'])]:
+      rows.append([name, gallery]
+                  + [_percent(v) for v in values['cmc'].values()]
+                  + [_percent(v) for v in values['tpir_at_fpir'].values()])
+  mean = first['identification_mean']
+  header = (['Methods', 'gallery'] + [f'rank {r}' for r in mean['cmc']]
+            + [f'TPIR @ FPIR {f:g}' for f in mean['tpir_at_fpir']])
   return verification, report.markdown_table(header, rows)
 
 
-def run(embedder, evaluator, out_dir, progress=True):
-  """Embeds (resumably), evaluates, writes the report and the ROC plot.
+def run(embedder, evaluator, out_dir, progress=True, baseline=False):
+  """Embeds (resumably), evaluates, writes the report and the ROC plot;
+  with ``baseline``, the raw pixels of the aligned crops too.
 
   Returns:
     (result, 1:1 table, 1:N table, json path, png path).
@@ -72,11 +77,15 @@ def run(embedder, evaluator, out_dir, progress=True):
       progress=progress)
   result = evaluator.evaluate_embeddings(np.asarray(embeddings))
   name = os.path.basename(os.path.normpath(embedder.workdir or 'model'))
-  verification_table, search_table = tables(result, name)
-  fpr, tpr, _ = result['verification']['roc']
+  results = {name: result}
+  if baseline:
+    results['raw pixels'] = evaluator.evaluate_embeddings(
+        inference.raw_pixel_features(evaluator.source, embedder.image_size))
+  verification_table, search_table = tables(results)
   png_path = plots.save_roc(
       os.path.join(out_dir, 'roc.png'),
-      {name: (fpr, tpr, result['verification']['auc'])},
+      {label: (r['verification']['roc'][0], r['verification']['roc'][1],
+               r['verification']['auc']) for label, r in results.items()},
       title=f'{evaluator.name} 1:1 verification')
   json_path = os.path.join(out_dir, 'ijb.json')
   report.write_json(json_path, dict(
@@ -91,7 +100,13 @@ def run(embedder, evaluator, out_dir, progress=True):
       identification={g: dict(cmc=v['cmc'], tpir_at_fpir={
           f'{k:g}': t for k, t in v['tpir_at_fpir'].items()})
                       for g, v in result.get('identification', {}).items()},
-      identification_mean=result.get('identification_mean')))
+      identification_mean=result.get('identification_mean'),
+      baseline={'tar_at_far': {
+          f'{k:g}': v for k, v in
+          results['raw pixels']['verification']['tar_at_far'].items()},
+                'auc': results['raw pixels']['verification']['auc'],
+                'identification_mean': results['raw pixels'].get(
+                    'identification_mean')} if baseline else None))
   return result, verification_table, search_table, json_path, png_path
 
 
@@ -111,6 +126,8 @@ def main(argv=None):
   parser.add_argument('--no-media-pooling', dest='media_pooling',
                       action='store_false',
                       help='every image its own media')
+  parser.add_argument('--baseline', action='store_true',
+                      help='also evaluate raw pixels of the aligned crops')
   parser.add_argument('--out', required=True, help='output folder')
   args = parser.parse_args(argv)
   if not (args.root or args.synthetic):
@@ -129,7 +146,7 @@ def main(argv=None):
         detector_score=args.detector_score,
         media_pooling=args.media_pooling)
     _, verification_table, search_table, json_path, png_path = run(
-        embedder, evaluator, args.out)
+        embedder, evaluator, args.out, baseline=args.baseline)
   except (OSError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

@@ -11,14 +11,16 @@ from eval import ijb
 def test_the_job_on_a_trained_run(workdir, tmp_path, capsys):
   out = str(tmp_path / 'out')
   assert ijb.main(['--checkpoint', workdir, '--synthetic', '6', '--out',
-                   out]) == 0
+                   out, '--baseline']) == 0
   printed = capsys.readouterr().out
+  assert '| raw pixels |' in printed
   assert '| Methods | 1e-06 | 1e-05 | 0.0001 | 0.001 | 0.01 | 0.1 | AUC |' in (
       printed)
-  assert '| gallery | rank 1 | rank 5 | rank 10 |' in printed
+  assert '| Methods | gallery | rank 1 | rank 5 | rank 10 |' in printed
   report = json.load(open(os.path.join(out, 'ijb.json')))
   assert set(report['identification']) == {'G1', 'G2'}
   assert 0 <= report['auc'] <= 1 and report['pairs'] > 0
+  assert 0 <= report['baseline']['auc'] <= 1
   assert os.path.exists(os.path.join(out, 'roc.png'))
   # A rerun reuses the extracted features (resumable) and agrees.
   blocks = os.path.join(out, 'features', 'blocks', '000000.npy')
