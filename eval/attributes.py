@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eval import report
+from facejax import command_line
 from facejax import inference
 from facejax.data import attribute_sources
 from facejax.losses import attributes as attribute_losses
@@ -180,6 +181,7 @@ def run(workdirs, out_dir, data_config=None, step=None, batch_size=None,
                    attribute_metrics.format_table(table)), path
 
 
+@command_line.reports_errors(FileNotFoundError, ValueError)
 def main(argv=None):
   parser = argparse.ArgumentParser(prog='python -m eval.attributes',
                                    description=__doc__.split('\n')[0])
@@ -203,16 +205,12 @@ def main(argv=None):
   if args.knn_k < 1 or args.most_imbalanced < 1:
     parser.error('--knn-k and --most-imbalanced must be >= 1')
   workdirs = args.checkpoint
-  try:
-    data_config = None
-    if args.data:
-      data_config = run_directory.load_config(workdirs[0]).data
-      data_config.source = args.data
-    _, tables, path = run(workdirs, args.out, data_config, args.step,
-                          args.batch_size, args.knn_k, args.most_imbalanced)
-  except (FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  data_config = None
+  if args.data:
+    data_config = run_directory.load_config(workdirs[0]).data
+    data_config.source = args.data
+  _, tables, path = run(workdirs, args.out, data_config, args.step,
+                        args.batch_size, args.knn_k, args.most_imbalanced)
   print(tables[0])
   print()
   print(tables[1])

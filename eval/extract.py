@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 
+from facejax import command_line
 from facejax import inference
 from facejax.data import files
 from facejax.data import sources
@@ -64,6 +65,7 @@ def add_checkpoint_flags(parser, required=True):
                       help='no flip test-time augmentation')
 
 
+@command_line.reports_errors(FileNotFoundError, ValueError)
 def main(argv=None):
   parser = argparse.ArgumentParser(prog='python -m eval.extract',
                                    description=__doc__.split('\n')[0])
@@ -75,15 +77,11 @@ def main(argv=None):
   parser.add_argument('--out', required=True, help='output folder')
   parser.add_argument('--block-size', type=int, default=10_000)
   args = parser.parse_args(argv)
-  try:
-    paths = image_paths(args.images, args.root)
-    embedder = inference.Embedder.from_workdir(
-        args.checkpoint, args.step, batch_size=args.batch_size)
-    features = inference.extract(embedder, paths, args.out, flip=args.flip,
-                                 block_size=args.block_size)
-  except (FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  paths = image_paths(args.images, args.root)
+  embedder = inference.Embedder.from_workdir(
+      args.checkpoint, args.step, batch_size=args.batch_size)
+  features = inference.extract(embedder, paths, args.out, flip=args.flip,
+                               block_size=args.block_size)
   print(f'{features.shape[0]} features of dimension {features.shape[1]} '
         f'(step {embedder.step}) in '
         f'{os.path.join(args.out, inference.FEATURES_FILE)}')

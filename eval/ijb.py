@@ -29,6 +29,7 @@ import numpy as np
 
 from eval import extract
 from eval import report
+from facejax import command_line
 from facejax import inference
 from facejax.evaluators import ijb as ijb_evaluator
 from facejax.metrics import plots
@@ -110,6 +111,7 @@ def run(embedder, evaluator, out_dir, progress=True, baseline=False):
   return result, verification_table, search_table, json_path, png_path
 
 
+@command_line.reports_errors(OSError, ValueError)
 def main(argv=None):
   parser = argparse.ArgumentParser(prog='python -m eval.ijb',
                                    description=__doc__.split('\n')[0])
@@ -132,24 +134,20 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if not (args.root or args.synthetic):
     parser.error('give --root (an IJB layout) or --synthetic N')
-  try:
-    embedder = inference.Embedder.from_workdir(
-        args.checkpoint, args.step, batch_size=args.batch_size)
-    root = args.root or os.path.join(args.out, 'synthetic_ijb')
-    if args.synthetic:
-      from facejax.data.synthetic import ijb as synthetic_ijb  # pylint: disable=import-outside-toplevel
-      synthetic_ijb.write(root, args.synthetic,
-                          image_size=embedder.image_size)
-      args.target = 'IJBC'
-    evaluator = ijb_evaluator.Evaluator(
-        root, args.target, flip=args.flip,
-        detector_score=args.detector_score,
-        media_pooling=args.media_pooling)
-    _, verification_table, search_table, json_path, png_path = run(
-        embedder, evaluator, args.out, baseline=args.baseline)
-  except (OSError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  embedder = inference.Embedder.from_workdir(
+      args.checkpoint, args.step, batch_size=args.batch_size)
+  root = args.root or os.path.join(args.out, 'synthetic_ijb')
+  if args.synthetic:
+    from facejax.data.synthetic import ijb as synthetic_ijb  # pylint: disable=import-outside-toplevel
+    synthetic_ijb.write(root, args.synthetic,
+                        image_size=embedder.image_size)
+    args.target = 'IJBC'
+  evaluator = ijb_evaluator.Evaluator(
+      root, args.target, flip=args.flip,
+      detector_score=args.detector_score,
+      media_pooling=args.media_pooling)
+  _, verification_table, search_table, json_path, png_path = run(
+      embedder, evaluator, args.out, baseline=args.baseline)
   print(verification_table)
   if search_table:
     print()

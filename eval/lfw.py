@@ -25,6 +25,7 @@ import sys
 
 from eval import extract
 from eval import report
+from facejax import command_line
 from facejax import inference
 from facejax.evaluators import verification
 
@@ -58,6 +59,8 @@ def run(embedder, evaluators, out_dir, flip=True, baseline=False,
       metric=evaluators[0].metric, flip=flip)
 
 
+# A damaged .bin is a ValueError naming it; an unreadable one an OSError.
+@command_line.reports_errors(OSError, ValueError)
 def main(argv=None):
   parser = argparse.ArgumentParser(prog='python -m eval.lfw',
                                    description=__doc__.split('\n')[0])
@@ -78,23 +81,18 @@ def main(argv=None):
     parser.error('--pairs and --data go together')
   if not (args.pairs or args.bin or args.synthetic):
     parser.error('give --pairs/--data, --bin or --synthetic')
-  try:
-    evaluators = ([verification.Evaluator(
-        pairs_file=args.pairs, data=args.data, metric=args.metric)]
-                  if args.pairs else [])
-    evaluators += [verification.Evaluator(bin=path, metric=args.metric)
-                   for path in args.bin]
-    if args.synthetic:
-      evaluators.append(verification.Evaluator(pairs=args.synthetic,
-                                               metric=args.metric))
-    embedder = inference.Embedder.from_workdir(
-        args.checkpoint, args.step, batch_size=args.batch_size)
-    _, table, json_path, png_path = run(
-        embedder, evaluators, args.out, args.flip, args.baseline)
-  # A damaged .bin is a ValueError naming it; an unreadable one an OSError.
-  except (OSError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  evaluators = ([verification.Evaluator(
+      pairs_file=args.pairs, data=args.data, metric=args.metric)]
+                if args.pairs else [])
+  evaluators += [verification.Evaluator(bin=path, metric=args.metric)
+                 for path in args.bin]
+  if args.synthetic:
+    evaluators.append(verification.Evaluator(pairs=args.synthetic,
+                                             metric=args.metric))
+  embedder = inference.Embedder.from_workdir(
+      args.checkpoint, args.step, batch_size=args.batch_size)
+  _, table, json_path, png_path = run(
+      embedder, evaluators, args.out, args.flip, args.baseline)
   print(table)
   print(f'report: {json_path}\nROC: {png_path}')
   return 0

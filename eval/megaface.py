@@ -39,6 +39,7 @@ import numpy as np
 
 from eval import extract
 from eval import report
+from facejax import command_line
 from facejax import inference
 from facejax.data import files
 from facejax.data import megaface
@@ -150,6 +151,7 @@ def parse_sizes(text):
   return sizes
 
 
+@command_line.reports_errors(FileNotFoundError, ValueError)
 def main(argv=None):
   parser = argparse.ArgumentParser(prog='python -m eval.megaface',
                                    description=__doc__.split('\n')[0])
@@ -194,65 +196,61 @@ def main(argv=None):
   if args.baseline and not args.synthetic:
     parser.error('--baseline goes with --synthetic (it holds every image '
                  'in memory)')
-  try:
-    embedder = (inference.Embedder.from_workdir(
-        args.checkpoint, args.step, batch_size=args.batch_size)
-                if embedded else None)
-    probe_exclude = distractor_exclude = None
-    if args.synthetic:
-      probe_source, probe_ids, distractor_source = synthetic_sets(
-          args.synthetic_identities, args.synthetic_images,
-          distractors=args.synthetic_distractors,
-          image_size=embedder.image_size)
-      feature_sets = {'model': (
-          embedder.embed(probe_source, flip=args.flip),
-          embedder.embed(distractor_source, flip=args.flip))}
-      if args.baseline:  # one mean image over probes and distractors
-        pixels = inference.raw_pixel_features(sources.InMemory(
-            np.concatenate([probe_source.images, distractor_source.images]),
-            np.zeros(len(probe_ids) + args.synthetic_distractors, np.int32)),
-                                              embedder.image_size)
-        feature_sets['raw pixels'] = (pixels[:len(probe_ids)],
-                                      pixels[len(probe_ids):])
-    else:
-      probe_paths, probe_names = megaface.read_probe_list(args.probes)
-      _, probe_ids = np.unique(np.asarray(probe_names, dtype=str),
-                               return_inverse=True)
-      distractor_paths = megaface.read_distractor_list(args.distractors)
-      probe_exclude = _exclusions(probe_paths, args.probe_noise)
-      distractor_exclude = _exclusions(distractor_paths,
-                                       args.distractor_noise)
-      features = {}
-      for name, paths, list_path, root, feature_root in (
-          ('probes', probe_paths, args.probes, args.probe_root,
-           args.probe_features),
-          ('distractors', distractor_paths, args.distractors,
-           args.distractor_root, args.distractor_features)):
-        if feature_root:
-          features[name] = megaface.read_features(
-              [megaface.feature_path(feature_root, p, args.algorithm)
-               for p in paths])
-        elif root:
-          features[name] = inference.extract(
-              embedder, _image_paths(root, paths, list_path),
-              os.path.join(args.out, 'features', name), flip=args.flip)
-          if args.write_features:
-            write_devkit_features(features[name], paths, os.path.join(
-                args.out, 'devkit_features', name), args.algorithm)
-        else:
-          parser.error(f'--{name[:-1]}-root or --{name[:-1]}-features '
-                       'is needed')
-      feature_sets = {'model': (features['probes'],
-                                features['distractors'])}
-    _, table, json_path, png_path = evaluate(
-        feature_sets, probe_ids, args.out,
-        sizes=args.sizes, max_rank=args.max_rank, seed=args.seed,
-        probe_exclude=probe_exclude, distractor_exclude=distractor_exclude,
-        checkpoint_step=embedder.step if embedder else None,
-        probes=len(probe_ids), synthetic=args.synthetic)
-  except (FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  embedder = (inference.Embedder.from_workdir(
+      args.checkpoint, args.step, batch_size=args.batch_size)
+              if embedded else None)
+  probe_exclude = distractor_exclude = None
+  if args.synthetic:
+    probe_source, probe_ids, distractor_source = synthetic_sets(
+        args.synthetic_identities, args.synthetic_images,
+        distractors=args.synthetic_distractors,
+        image_size=embedder.image_size)
+    feature_sets = {'model': (
+        embedder.embed(probe_source, flip=args.flip),
+        embedder.embed(distractor_source, flip=args.flip))}
+    if args.baseline:  # one mean image over probes and distractors
+      pixels = inference.raw_pixel_features(sources.InMemory(
+          np.concatenate([probe_source.images, distractor_source.images]),
+          np.zeros(len(probe_ids) + args.synthetic_distractors, np.int32)),
+                                            embedder.image_size)
+      feature_sets['raw pixels'] = (pixels[:len(probe_ids)],
+                                    pixels[len(probe_ids):])
+  else:
+    probe_paths, probe_names = megaface.read_probe_list(args.probes)
+    _, probe_ids = np.unique(np.asarray(probe_names, dtype=str),
+                             return_inverse=True)
+    distractor_paths = megaface.read_distractor_list(args.distractors)
+    probe_exclude = _exclusions(probe_paths, args.probe_noise)
+    distractor_exclude = _exclusions(distractor_paths,
+                                     args.distractor_noise)
+    features = {}
+    for name, paths, list_path, root, feature_root in (
+        ('probes', probe_paths, args.probes, args.probe_root,
+         args.probe_features),
+        ('distractors', distractor_paths, args.distractors,
+         args.distractor_root, args.distractor_features)):
+      if feature_root:
+        features[name] = megaface.read_features(
+            [megaface.feature_path(feature_root, p, args.algorithm)
+             for p in paths])
+      elif root:
+        features[name] = inference.extract(
+            embedder, _image_paths(root, paths, list_path),
+            os.path.join(args.out, 'features', name), flip=args.flip)
+        if args.write_features:
+          write_devkit_features(features[name], paths, os.path.join(
+              args.out, 'devkit_features', name), args.algorithm)
+      else:
+        parser.error(f'--{name[:-1]}-root or --{name[:-1]}-features '
+                     'is needed')
+    feature_sets = {'model': (features['probes'],
+                              features['distractors'])}
+  _, table, json_path, png_path = evaluate(
+      feature_sets, probe_ids, args.out,
+      sizes=args.sizes, max_rank=args.max_rank, seed=args.seed,
+      probe_exclude=probe_exclude, distractor_exclude=distractor_exclude,
+      checkpoint_step=embedder.step if embedder else None,
+      probes=len(probe_ids), synthetic=args.synthetic)
   print(table)
   print(f'report: {json_path}\nCMC: {png_path}')
   return 0

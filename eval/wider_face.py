@@ -30,6 +30,7 @@ import sys
 import numpy as np
 
 from eval import report
+from facejax import command_line
 from facejax.data import files
 from facejax.data import image_headers
 from facejax.metrics import detection
@@ -235,6 +236,7 @@ def _warn_listed(what, names, total=None):
     print(f'warning: {len(names)}{of_total} {what}: {shown}', file=sys.stderr)
 
 
+@command_line.reports_errors(OSError, ValueError)
 def main(argv=None):
   parser = argparse.ArgumentParser(prog='python -m eval.wider_face',
                                    description=__doc__.split('\n')[0])
@@ -254,29 +256,25 @@ def main(argv=None):
   if bool(args.detector) != bool(args.images):
     parser.error('--detector and --images go together')
   meta = {}
-  try:
-    # The ground truth is read first: a wrong --gt stops the job before
-    # the detector has run over every image.
-    detection.read_ground_truth(args.gt)
-    if args.detector:
-      if os.path.isdir(args.predictions) and os.listdir(args.predictions):
-        raise ValueError(f'{args.predictions}: not empty; --detector writes '
-                         'a new submission folder, give an empty or new one')
-      image_paths(args.images)  # no images: stop before building it
-      detector = DETECTORS[args.detector](args.min_face)
-      written, skipped = write_predictions(args.images, args.predictions,
-                                           detector, progress=True)
-      meta = dict(detector=args.detector, min_face=args.min_face,
-                  image_folder=args.images, written=written,
-                  skipped=[dict(image=name, reason=reason)
-                           for name, reason in skipped])
-      _warn_listed('images could not be read (skipped)',
-                   [name for name, _ in skipped])
-    result, table, json_path, png_path = run(args.predictions, args.gt,
-                                             args.out, **meta)
-  except (OSError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  # The ground truth is read first: a wrong --gt stops the job before
+  # the detector has run over every image.
+  detection.read_ground_truth(args.gt)
+  if args.detector:
+    if os.path.isdir(args.predictions) and os.listdir(args.predictions):
+      raise ValueError(f'{args.predictions}: not empty; --detector writes '
+                       'a new submission folder, give an empty or new one')
+    image_paths(args.images)  # no images: stop before building it
+    detector = DETECTORS[args.detector](args.min_face)
+    written, skipped = write_predictions(args.images, args.predictions,
+                                         detector, progress=True)
+    meta = dict(detector=args.detector, min_face=args.min_face,
+                image_folder=args.images, written=written,
+                skipped=[dict(image=name, reason=reason)
+                         for name, reason in skipped])
+    _warn_listed('images could not be read (skipped)',
+                 [name for name, _ in skipped])
+  result, table, json_path, png_path = run(args.predictions, args.gt,
+                                           args.out, **meta)
   _warn_listed('ground-truth images have no prediction file (no detections, '
                'as the official tool counts them)', result['missing_images'],
                result['images'])

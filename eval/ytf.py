@@ -22,6 +22,7 @@ import numpy as np
 
 from eval import extract
 from eval import report
+from facejax import command_line
 from facejax import inference
 from facejax.data import protocols
 from facejax.data import sources
@@ -67,6 +68,7 @@ def run(embedder, splits_path, data_root, out_dir, max_frames=None,
       frames_per_video=float(np.mean([len(p) for p in frames.values()])))
 
 
+@command_line.reports_errors(FileNotFoundError, ValueError)
 def main(argv=None):
   parser = argparse.ArgumentParser(prog='python -m eval.ytf',
                                    description=__doc__.split('\n')[0])
@@ -80,15 +82,11 @@ def main(argv=None):
                       default='mean_embedding')
   parser.add_argument('--out', required=True, help='output folder')
   args = parser.parse_args(argv)
-  try:
-    embedder = inference.Embedder.from_workdir(
-        args.checkpoint, args.step, batch_size=args.batch_size)
-    _, table, json_path, png_path = run(
-        embedder, args.splits, args.data, args.out, args.max_frames or None,
-        args.mode, args.flip)
-  except (FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  embedder = inference.Embedder.from_workdir(
+      args.checkpoint, args.step, batch_size=args.batch_size)
+  _, table, json_path, png_path = run(
+      embedder, args.splits, args.data, args.out, args.max_frames or None,
+      args.mode, args.flip)
   print(table)
   print(f'report: {json_path}\nROC: {png_path}')
   return 0

@@ -21,6 +21,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from facejax import command_line
 from facejax.data import files
 from facejax.training import checkpoint
 from facejax.training import distributed
@@ -64,12 +65,12 @@ def parse_flags(argv):
     named = [o for o in overrides if key in o.split('.')[1:]]
     if not named:
       raise
-    print(f'error: --{named[0]}: no such key in the config'
-          + (f'. {hint}' if hint else ''), file=sys.stderr)
+    command_line.report(f'--{named[0]}: no such key in the config'
+                        + (f'. {hint}' if hint else ''))
   except flags.Error as e:  # the first and last lines of a long message
     lines = [line for line in str(e).splitlines() if line.strip()]
-    print('error: ' + ' '.join(lines[:1] + lines[1:][-1:]), file=sys.stderr)
-  sys.exit(2)
+    command_line.report(' '.join(lines[:1] + lines[1:][-1:]))
+  sys.exit(2)  # a usage error, as argparse's
 
 
 def _is_tensorflow_data_error(error):
@@ -89,15 +90,13 @@ def main(argv):
     run = loop.train(_CONFIG.value, _WORKDIR.value)
   except (loop.ConfigError, loop.NonFiniteLossError, files.DataFileError,
           checkpoint.DamagedCheckpointError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+    return command_line.report(e)
   except Exception as e:  # pylint: disable=broad-except
     if not _is_tensorflow_data_error(e):
       raise
     # A damaged file found while reading (a TFRecord shard whose CRC
     # fails): tf.data's message names the file on its first line.
-    print(f'error: {str(e).strip().splitlines()[0]}', file=sys.stderr)
-    return 1
+    return command_line.report(str(e).strip().splitlines()[0])
   if run.history:
     print(f'done: {run.history[-1]}')
   return 0

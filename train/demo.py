@@ -28,6 +28,7 @@ import sys
 import time
 
 from eval import report
+from facejax import command_line
 
 DEFAULT_CONFIG = os.path.join('train', 'configs', 'default.py')
 
@@ -99,8 +100,7 @@ def main(argv=None):
          str(args.probe_images), '--sizes', ','.join(map(str, sizes)),
          '--out', out], 'MegaFace-style identification (separate job)')
   except RuntimeError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+    return command_line.report(e)
   with open(os.path.join(out, 'verification.json'), encoding='utf-8') as f:
     verification = json.load(f)
   with open(os.path.join(out, 'megaface.json'), encoding='utf-8') as f:

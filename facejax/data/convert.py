@@ -38,6 +38,7 @@ import time
 
 import numpy as np
 
+from facejax import command_line
 from facejax.data import files
 from facejax.data import image_headers
 from facejax.data import sources
@@ -297,6 +298,7 @@ def _example(tf, encoded, source, index, key):
   return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
+@command_line.reports_errors(OSError, ValueError)
 def main(argv=None):
   parser = argparse.ArgumentParser(
       prog='python -m facejax.data.convert', description=__doc__.split(
@@ -314,21 +316,17 @@ def main(argv=None):
   parser.add_argument('--overwrite', action='store_true',
                       help='replace a different conversion in DST')
   args = parser.parse_args(argv)
-  try:
-    if args.src.endswith('.rec'):
-      if args.landmarks:
-        parser.error('--landmarks applies to image folders only')
-      source = sources.RecordIO(args.src)
-    else:
-      source = sources.ImageFolder(args.src, landmarks_file=args.landmarks)
-    print(f'converting {source} into {args.shards} shards in {args.dst}',
-          file=sys.stderr)
-    manifest = convert(source, args.dst, args.shards, seed=args.seed,
-                       validate=not args.no_validate,
-                       overwrite=args.overwrite)
-  except (OSError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  if args.src.endswith('.rec'):
+    if args.landmarks:
+      parser.error('--landmarks applies to image folders only')
+    source = sources.RecordIO(args.src)
+  else:
+    source = sources.ImageFolder(args.src, landmarks_file=args.landmarks)
+  print(f'converting {source} into {args.shards} shards in {args.dst}',
+        file=sys.stderr)
+  manifest = convert(source, args.dst, args.shards, seed=args.seed,
+                     validate=not args.no_validate,
+                     overwrite=args.overwrite)
   print(f'{args.dst}: {manifest["num_examples"]} examples of '
         f'{manifest["num_classes"]} classes in {len(manifest["shards"])} '
         'shards')

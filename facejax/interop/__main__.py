@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 
+from facejax import command_line
 from facejax.interop.errors import ConversionError
 
 _FORMATS = {'import-torch': ('torch', 'an arcface_torch .pt (a backbone '
@@ -101,6 +102,7 @@ def _export(args):
   return 0
 
 
+@command_line.reports_errors(ConversionError, OSError, ValueError)
 def main(argv=None):
   parser = argparse.ArgumentParser(prog='python -m facejax.interop',
                                    description=__doc__.split('\n')[0])
@@ -124,14 +126,9 @@ def main(argv=None):
   export.add_argument('--step', type=int, help='checkpoint step (default: '
                       'the newest)')
   args = parser.parse_args(argv)
-  try:
-    if args.command == 'export-onnx':
-      return _export(args)
-    return _import(args.command, args)
-  except (ConversionError, OSError, ValueError) as e:
-    # ValueError covers a damaged checkpoint (DamagedCheckpointError).
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  if args.command == 'export-onnx':
+    return _export(args)
+  return _import(args.command, args)
 
 
 if __name__ == '__main__':
