@@ -11,7 +11,10 @@ The pair set is one of
 * ``bin=PATH``: an insightface ``.bin`` set (lfw, cfp_fp, agedb_30, ...),
   ten consecutive folds as they are written;
 * ``pairs_file=PATH, data=FOLDER``: LFW's ``pairs.txt`` over its image
-  folder, the file's own folds.
+  folder, the file's own folds; with ``detector=`` (a
+  :class:`facejax.detection.MTCNN`) the raw images are detected once and
+  aligned on the fly (:func:`detected_landmarks`), the way insightface
+  prepared ``lfw.bin``.
 
 It is read (or drawn) once, when the evaluator is built; every image is
 embedded once per run, each pair scored by the cosine similarity of its
@@ -28,6 +31,8 @@ import os
 
 import numpy as np
 
+from facejax.data import align
+from facejax.data import alignment
 from facejax.data import protocols
 from facejax.data import sources
 from facejax.data import synthetic
@@ -57,14 +62,69 @@ class PairSet:
   second: np.ndarray
   issame: np.ndarray
   folds: object = None
+  undetected: tuple = ()  # images aligned by the fallback: no face found
 
 
-def lfw_pairs(pairs_file, data_root):
-  """LFW's pairs.txt over its image folder."""
+def _central_face(boxes, height, width):
+  """The index of the face insightface's LFW alignment keeps.
+
+  insightface's ``align_lfw.py`` (after facenet's ``align_dataset_mtcnn``)
+  keeps, of several faces, the one of largest box area minus twice the
+  squared distance of its centre from the image centre: an LFW image is
+  centred on its subject but often shows other people.
+  """
+  areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+  centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2 - width / 2,
+                      (boxes[:, 1] + boxes[:, 3]) / 2 - height / 2], axis=1)
+  return int(np.argmax(areas - 2.0 * np.sum(centres ** 2, axis=1)))
+
+
+def detected_landmarks(paths, detector, chunk=64):
+  """(N, 5, 2) landmarks of each image's central face, and the images
+  in which none was found.
+
+  An image without a detected face gets the 112 template placed at the
+  image centre (a 112x112 centre crop at the photo's scale: LFW's 250x250
+  images are centred on a face of about that size), so that every pair is
+  still scored, as LFW's protocol requires; those images are listed.
+
+  Raises:
+    ValueError: an image that cannot be decoded (named).
+  """
+  landmarks = np.zeros((len(paths), 5, 2), np.float32)
+  undetected = []
+  for start in range(0, len(paths), chunk):
+    batch = paths[start:start + chunk]
+    images = []
+    for path in batch:
+      image = align.decode_photo(path)
+      if image is None:
+        raise ValueError(f'{path}: not a decodable image')
+      images.append(image)
+    for offset, (image, (boxes, _, points)) in enumerate(
+        zip(images, detector.detect_batch(images))):
+      height, width = image.shape[:2]
+      if len(boxes):
+        landmarks[start + offset] = points[_central_face(boxes, height,
+                                                         width)]
+      else:
+        undetected.append(batch[offset])
+        landmarks[start + offset] = alignment.ARCFACE_TEMPLATE + np.array(
+            [(width - alignment.TEMPLATE_SIZE) / 2,
+             (height - alignment.TEMPLATE_SIZE) / 2], np.float32)
+  return landmarks, tuple(undetected)
+
+
+def lfw_pairs(pairs_file, data_root, detector=None):
+  """LFW's pairs.txt over its image folder; with ``detector``, each
+  image aligned by the landmarks of its detected central face."""
   pairs = protocols.read_lfw_pairs(pairs_file)
   paths, first, second = protocols.lfw_pair_paths(pairs, data_root)
-  return PairSet(os.path.basename(pairs_file), sources.ImageFiles(paths),
-                 first, second, pairs.issame, pairs.folds)
+  landmarks, undetected = (detected_landmarks(list(paths), detector)
+                           if detector is not None else (None, ()))
+  return PairSet(os.path.basename(pairs_file),
+                 sources.ImageFiles(paths, landmarks=landmarks),
+                 first, second, pairs.issame, pairs.folds, undetected)
 
 
 def bin_pairs(path):
@@ -119,11 +179,11 @@ class Evaluator:
                    name in METRICS for name in value))))
 
   def __init__(self, pairs=0, seed=0, bin='', pairs_file='', data='',  # pylint: disable=redefined-builtin
-               metric='cosine', metrics=None):
+               metric='cosine', metrics=None, detector=None):
     if bin:
       self.pair_set = bin_pairs(bin)
     elif pairs_file:
-      self.pair_set = lfw_pairs(pairs_file, data)
+      self.pair_set = lfw_pairs(pairs_file, data, detector)
     else:
       self.pair_set = synthetic_pairs(pairs, seed)
     self.name = self.pair_set.name

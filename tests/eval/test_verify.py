@@ -74,3 +74,48 @@ def test_threshold_from_the_latest_report(workdir, photos, tmp_path, capsys):
   status, _, err = _run(['--checkpoint', str(run), photos['hopper'],
                          photos['mirror'], '--min-face', '80'], capsys)
   assert status == 1 and 'euclidean' in err
+
+
+def test_lfw_align_detects_raw_images(workdir, photos, tmp_path, capsys):
+  """eval.lfw --align (kept here beside the other detector-backed job):
+  raw images in LFW's layout are detected and aligned on the fly; a photo
+  without a face is centre-cropped and listed, never fatal."""
+  from eval import lfw
+  root = tmp_path / 'lfw'
+  for name, sources in (('Grace_Hopper', ('hopper', 'mirror')),
+                        ('Blank_Person', ('blank', 'blank'))):
+    (root / name).mkdir(parents=True)
+    for number, source in enumerate(sources, 1):
+      shutil.copy(photos[source], root / name / f'{name}_{number:04d}.jpg')
+  pairs = tmp_path / 'pairs.txt'
+  pairs.write_text('2\t1\nGrace_Hopper\t1\t2\nGrace_Hopper\t1\tBlank_Person'
+                   '\t1\nBlank_Person\t1\t2\nGrace_Hopper\t2\tBlank_Person'
+                   '\t2\n')
+  out = tmp_path / 'out'
+  status = lfw.main(['--checkpoint', workdir, '--pairs', str(pairs),
+                     '--data', str(root), '--align', '--min-face', '80',
+                     '--out', str(out)])
+  printed = capsys.readouterr()
+  assert status == 0, printed.err
+  assert 'no face found in 2 images, centre-cropped' in printed.out
+  report = json.loads((out / 'verification.json').read_text())
+  assert report['sets']['pairs.txt']['model']['pairs'] == 4
+  with pytest.raises(SystemExit):  # --align needs raw LFW images
+    lfw.main(['--checkpoint', workdir, '--synthetic', '20', '--align',
+              '--out', str(out)])
+
+
+def test_lfw_landmarks_come_from_the_detector(photos, tmp_path):
+  from facejax import detection
+  from facejax.data import alignment
+  from facejax.evaluators import verification
+  detector = detection.MTCNN(min_face_size=80)
+  landmarks, undetected = verification.detected_landmarks(
+      [photos['hopper'], photos['blank']], detector)
+  image = np.asarray(Image.open(photos['hopper']))
+  _, _, expected = detector.detect(image)
+  np.testing.assert_allclose(landmarks[0], expected[0], atol=1e-4)
+  assert undetected == (photos['blank'],)
+  # No face: the 112 template at the centre of the 512x600 photo.
+  np.testing.assert_allclose(
+      landmarks[1], alignment.ARCFACE_TEMPLATE + [200, 244], atol=1e-4)
