@@ -102,8 +102,8 @@ def largest_face_crop(detector, path, image_size):
     raise NoFaceError(
         f'{path}: no face found (at least {detector.min_face_size:g} '
         'pixels wide; try a smaller --min-face)')
-  return align.crop_faces(image, landmarks[[align._largest(boxes)]],  # pylint: disable=protected-access
-                          image_size)[0]
+  return align.crop_faces(
+      image, landmarks[[align.largest_face(boxes)]], image_size)[0]
 
 
 def similarity(embedder, crops, flip=True):

@@ -123,7 +123,9 @@ def _write_png(path, crop):
   os.replace(partial, path)
 
 
-def _largest(boxes):
+def largest_face(boxes):
+  """The index of the largest of (K, 4) ``x1, y1, x2, y2`` boxes (K >= 1):
+  the subject of a portrait, rather than the most confident face."""
   areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
   return int(np.argmax(areas))
 
@@ -211,7 +213,7 @@ def align_folder(src, dst, detector, size=alignment.TEMPLATE_SIZE,
       if not len(boxes):
         summary['no_face'].append(relative)
         continue
-      chosen = (range(len(boxes)) if all_faces else [_largest(boxes)])
+      chosen = (range(len(boxes)) if all_faces else [largest_face(boxes)])
       crops = crop_faces(image, landmarks[list(chosen)], size)
       stem = os.path.join(dst, _crop_stem(relative))
       # With --all the first crop marks the photo done: written last.
