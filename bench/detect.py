@@ -1,6 +1,7 @@
 """Face detection speed: facejax's MTCNN against the ``mtcnn`` package.
 
-    python -m bench.detect [--rounds 5] [--markdown]
+    python -m bench.detect [--rounds 5] [--sets photos,LFW-size]
+                           [--photos N] [--markdown]
 
 Both detectors run the same networks with the same weights (the ``mtcnn``
 package's) on the same photos, in the same process, rounds alternating so
@@ -253,11 +254,12 @@ def box_iou(a, b):
   return inter / union if union > 0 else 0.0
 
 
-def package_faces(detector, photo):
+def package_faces(detector, photo, **kwargs):
   """The package's faces as ``(boxes (K, 4), scores (K,), landmarks (K, 5,
-  2))``, at facejax's O-Net threshold (0.7)."""
+  2))``, at facejax's O-Net threshold (0.7); ``kwargs`` go to its
+  ``detect_faces`` (e.g. ``min_face_size``)."""
   found = detector.detect_faces(photo, threshold_onet=0.7, box_format='xyxy',
-                                output_type='numpy')
+                                output_type='numpy', **kwargs)
   found = np.asarray(found, np.float64).reshape(-1, 16)
   landmarks = np.stack([found[:, 6:11], found[:, 11:16]], axis=-1)
   return found[:, 1:5], found[:, 5], landmarks
@@ -287,10 +289,12 @@ def _parse_args(argv):
                       help='timed rounds (alternating); medians reported')
   parser.add_argument('--sets', default='photos,LFW-size',
                       help='comma-separated photo sets to time')
+  parser.add_argument('--photos', type=int, default=None,
+                      help='time only the first N photos of each set')
   parser.add_argument('--markdown', action='store_true')
   args = parser.parse_args(argv)
-  if args.rounds < 1:
-    parser.error('--rounds must be >= 1')
+  if args.rounds < 1 or (args.photos is not None and args.photos < 1):
+    parser.error('--rounds and --photos must be >= 1')
   return args
 
 
@@ -329,7 +333,7 @@ def main(argv=None):
   print(f'{cores} cores; load average {os.getloadavg()[0]:.1f}')
   rows = []
   for name in names:
-    photos = sets[name]
+    photos = sets[name][:args.photos]
     found = {method: run(photos) for method, run in methods.items()}
     both, one, worst = _agreement(found['facejax, batched'],
                                   found['mtcnn package'])

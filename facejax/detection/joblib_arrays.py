@@ -195,12 +195,16 @@ def read_array_list(path, max_bytes=DEFAULT_MAX_BYTES):
   Raises:
     UnsafePickleError: the file names a global, calls a function or builds
       an object beyond numpy arrays (the message names what it asked for).
-    pickle.UnpicklingError: truncated, corrupt, too large, or not a list of
-      arrays; the message names the file.
+    pickle.UnpicklingError: truncated, corrupt, larger than ``max_bytes``
+      (on disk or decompressed), or not a list of arrays; the message names
+      the file.
   """
+  name = str(path)
   with open(path, 'rb') as f:
     data = f.read(max_bytes + 1)
-  name = str(path)
+  if len(data) > max_bytes:
+    raise pickle.UnpicklingError(
+        f'{name}: larger than {max_bytes} bytes; not read')
   data = _decompress(data, name, max_bytes)
   try:
     loaded = _RestrictedUnpickler(data, name).load()

@@ -154,6 +154,9 @@ class ConvPool(nn.Module):
       pooled = _max_with_next_block(y[:, :, :, :, 0], y[:, :, :, :, 1], 2)
       pooled = _max_with_next_block(pooled[:, :, :, 0], pooled[:, :, :, 1],
                                     1)
+      # Ceil mode has ceil((n - 3) / 2) + 1 = floor(n / 2) windows: none
+      # starts at the last row of an odd n.
+      pooled = pooled[:, :(height - 2) // 2, :(width - 2) // 2]
     return jnp.where(jnp.isfinite(pooled), pooled, 0.0)
 
 
