@@ -16,8 +16,8 @@ pixels up to 256, and beyond that to an eighth of the next power of two
 pixels per side). Photos of one bucket are stacked into batches of a power
 of two up to ``max_batch`` (padded with empty images) and share one
 compiled P-Net stage; R-Net and O-Net are compiled per bucket, batch and
-number of candidate rows (4, 6, 8, 12, 16, 24, ...: powers of two and 1.5
-times them, up to the capacity). So a
+number of candidate rows (4, 6, 8, 12, ..., 96, 128, then quarter octaves
+160, 192, 224, 256, 320, ...; see ``_box_bucket``). So a
 folder of same-sized photos compiles each stage a few times at the start
 and then never again; :attr:`MTCNN.trace_counts` counts the compilations.
 
@@ -88,14 +88,16 @@ def bucket_side(pixels):
 
 
 def _box_bucket(count, capacity):
-  """Candidate rows to run a stage on: the next of 4, 6, 8, 12, 16, 24, ...
-
-  (powers of two and 1.5 times them), at most ``capacity``: at most half
-  again the candidates' count, for about 2 log2(capacity / 16) shapes.
-  """
+  """Candidate rows to run a stage on, at most ``capacity``: the next of 4,
+  6, 8, 12, ..., 96, 128 (powers of two and 1.5 times them), then quarter
+  octaves (160, 192, 224, 256, 320, ...): rows at most half again the
+  count, a quarter beyond 128, where R-Net's work is felt."""
   size = _MIN_BOX_BUCKET
   while size < count:
-    size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    if size >= 128:
+      size += 1 << (size.bit_length() - 3)  # a quarter of the octave
+    else:
+      size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
   return min(size, capacity)
 
 

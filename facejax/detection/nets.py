@@ -139,15 +139,18 @@ class ConvPool(nn.Module):
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     y = y.reshape(count, rows - 1, columns - 1, 2, 2, self.features) + bias
     y = PReLU(name='prelu')(y)
-    if limits is None:
-      limits = jnp.array([[height - 2, width - 2]] * count)
-    position = 2 * jnp.arange(rows - 1)[:, None] + jnp.arange(2)
-    row_ok = position[None] < limits[:, 0, None, None]  # (N, rows-1, 2)
-    position = 2 * jnp.arange(columns - 1)[:, None] + jnp.arange(2)
-    column_ok = position[None] < limits[:, 1, None, None]
-    inside = (row_ok[:, :, None, :, None, None]
-              & column_ok[:, None, :, None, :, None])
-    y = jnp.where(inside, y, -jnp.inf)
+    if limits is not None or height % 2 or width % 2:
+      # Phases past the end (a padded image's, or the odd last row of the
+      # 2x2 blocks) take no part; with an even size and no limits, none is.
+      if limits is None:
+        limits = jnp.array([[height - 2, width - 2]] * count)
+      position = 2 * jnp.arange(rows - 1)[:, None] + jnp.arange(2)
+      row_ok = position[None] < limits[:, 0, None, None]  # (N, rows-1, 2)
+      position = 2 * jnp.arange(columns - 1)[:, None] + jnp.arange(2)
+      column_ok = position[None] < limits[:, 1, None, None]
+      inside = (row_ok[:, :, None, :, None, None]
+                & column_ok[:, None, :, None, :, None])
+      y = jnp.where(inside, y, -jnp.inf)
     if self.window == 2:
       pooled = y.max(axis=(3, 4))
     else:  # window 3: phases 0 and 1 of a block, and phase 0 of the next
@@ -157,6 +160,8 @@ class ConvPool(nn.Module):
       # Ceil mode has ceil((n - 3) / 2) + 1 = floor(n / 2) windows: none
       # starts at the last row of an odd n.
       pooled = pooled[:, :(height - 2) // 2, :(width - 2) // 2]
+    if limits is None:
+      return pooled
     return jnp.where(jnp.isfinite(pooled), pooled, 0.0)
 
 
