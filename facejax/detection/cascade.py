@@ -3,6 +3,8 @@
 Zhang et al. (2016), section II.A, with the thresholds and overlaps of
 their released code (and of the ``mtcnn`` package):
 
+0. :func:`pyramid_levels`: the area-resampled pyramid, a computation of
+   its own (see :func:`pyramid.resample`).
 1. :func:`propose`: P-Net on every pyramid level; cells scoring above
    ``thresholds[0]`` become boxes (:func:`boxes.cell_boxes`); NMS at IoU 0.5
    within each level, then at 0.7 across levels; the survivors are squared.
@@ -20,9 +22,9 @@ score with the valid ones first (:func:`_by_score`), so the first
 ``capacity`` best cells of a level (and of all levels after the per-level
 NMS); when an image has more, ``propose`` says so in ``overflow`` and the
 caller runs it again with a larger capacity, so nothing is cut. The caller
-also trims the sets between stages to a power of two above the largest
-count, so R-Net and O-Net run on about as many crops as there are
-candidates.
+also trims the sets between stages to a few fixed sizes just above the
+largest count (``mtcnn._box_bucket``), so R-Net and O-Net run on about as
+many crops as there are candidates.
 """
 import dataclasses
 

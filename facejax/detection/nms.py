@@ -6,7 +6,7 @@ neither survive nor suppress. Overlap is measured as MTCNN does, with either
 of two denominators (the ``mtcnn`` package's ``iou``; Zhang et al.'s
 ``nms.m``):
 
-    union:  o(a, b) = |a n b| / (|a| + |b| - |a n b|)   (intersection over union)
+    union:  o(a, b) = |a n b| / (|a| + |b| - |a n b|)   (IoU)
     min:    o(a, b) = |a n b| / min(|a|, |b|)
 
 with areas ``(x2 - x1) (y2 - y1)`` (the package's; Zhang's Matlab code adds

@@ -10,13 +10,14 @@ least 12 pixels:
     s_k = m f^k,   k = 0, 1, ...   while   min(H, W) s_k >= 12.
 
 The ``mtcnn`` package instead takes ``round(log(min(H, W) / 12) /
-log(1 / f) - 1)`` levels, which ignores ``m``: for the default
-``min_face_size=20`` its last level is always >= 12 pixels and the two rules
-agree or it has one level fewer (faces filling more than about 70% of the
-shorter side are then found from the next level); for ``min_face_size``
-above about 30 its last levels fall below 12 pixels and its P-Net fails, so
-it returns no faces at all (on ``grace_hopper.jpg`` at
-``min_face_size=40``). We use the paper's rule.
+log(1 / f) - 1)`` levels, which ignores ``m``. At the default
+``min_face_size=20`` the two agree but for 30 of the shorter sides from 40
+to 1999 pixels (112, 158, 223, 314, 442-444, 624-626, ...), where the
+package has one level fewer: the smallest, which finds the faces that fill
+most of the photo. From ``min_face_size`` of about 30 its last levels fall
+below 12 pixels, its P-Net fails and it returns no faces at all (on
+``grace_hopper.jpg``, 600 x 512, at ``min_face_size=40``). We use the
+paper's rule.
 
 **Level sizes** truncate, ``(int(H s), int(W s))``, as the package's
 ``tf.image.resize`` of a float size does (Zhang's code rounds up).
@@ -25,13 +26,15 @@ it returns no faces at all (on ``grace_hopper.jpg`` at
 averages the input pixels an output pixel covers, weighted by the covered
 fraction: along an axis of ``n`` inputs and ``o`` outputs, output ``y``
 covers ``[y r, (y + 1) r)`` with ``r = n / o``, and input ``i`` gets weight
-``(min(i + 1, (y + 1) r) - max(i, y r)) / r``. Area resampling is separable,
-so a level is two one-axis passes; each output reads at most ``ceil(r) +
-1`` inputs, so a pass is ``taps`` gathers of whole rows (the columns pass
-runs on the transpose) and a weighted sum: a few multiply-adds per pixel
-rather than a dense (o x n) matrix product. The weights are computed on the host in float32, step by
-step as TensorFlow's kernel does (``resize_area_op.cc``), so levels agree
-with the package's to float32 rounding.
+``(min(i + 1, (y + 1) r) - max(i, y r)) / r``. Area resampling is
+separable, so a level is two one-axis passes, each a few gathers of whole
+rows and a weighted sum rather than a dense (o x n) matrix product: the
+rows from exact integer running sums of the uint8 image (four gathers per
+output row whatever the ratio, :func:`area_spans`), then the columns, on
+the transpose, by ``ceil(r) + 1`` taps each (:func:`area_weights`). The
+weights are computed on the host in float32, step by step as TensorFlow's
+kernel does (``resize_area_op.cc``), so levels agree with the package's to
+4e-7.
 
 **Fixed shapes.** An image padded to a bucket of ``(Hb, Wb)`` pixels gets
 the levels of the bucket, ``(int(Hb s), int(Wb s))``, for every scale the
