@@ -179,6 +179,18 @@ def _face_probability(logits):
   return jax.nn.sigmoid(logits[..., 1] - logits[..., 0])
 
 
+class _Conv1x1(nn.Module):
+  """The parameters of a 1x1 convolution (as ``nn.Conv``'s), unapplied."""
+  features: int
+
+  @nn.compact
+  def __call__(self, channels):
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (1, 1, channels, self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    return kernel[0, 0], bias
+
+
 def _conv_prelu(x, features, kernel, layer):
   """VALID conv ``conv{layer}`` -> PReLU ``prelu{layer}`` (in a compact
   ``__call__``)."""
@@ -227,9 +239,12 @@ class PNet(nn.Module):
     x = ConvPool(10, window=2, name='conv1')(x, limits)
     x = _conv_prelu(x, 16, 3, 2)
     x = _conv_prelu(x, 32, 3, 3)
-    face = _face_probability(nn.Conv(2, (1, 1), name='classifier')(x))
-    offsets = nn.Conv(4, (1, 1), name='box_regressor')(x)
-    return face, offsets
+    # The two 1x1 heads as one product: one pass over the largest map.
+    classifier = _Conv1x1(2, name='classifier')(x.shape[-1])
+    regressor = _Conv1x1(4, name='box_regressor')(x.shape[-1])
+    y = x @ jnp.concatenate([classifier[0], regressor[0]], axis=-1)
+    y = y + jnp.concatenate([classifier[1], regressor[1]])
+    return _face_probability(y[..., :2]), y[..., 2:]
 
 
 class RNet(nn.Module):
