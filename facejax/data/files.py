@@ -24,6 +24,7 @@ Both error types are ``ValueError``s, the documented type of every reader's
 
 Pure python: no numpy, no tensorflow.
 """
+import hashlib
 import json
 import os
 
@@ -190,3 +191,12 @@ def read_json(path):
                         f'({error.msg}, column {error.colno})') from None
   except (ValueError, RecursionError) as error:
     raise DataFileError(f'{path}: not valid JSON ({error})') from None
+
+
+def sha256_of_file(path, block_bytes=1 << 20):
+  """The SHA-256 hex digest of the file's bytes, read a block at a time."""
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    while block := f.read(block_bytes):
+      digest.update(block)
+  return digest.hexdigest()

@@ -56,14 +56,13 @@ importing this module imports neither.
 """
 import collections
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
 
-SUPPORTED_DATASETS = ('lfw', 'celeb_a')
+from facejax.data import files
 
-_HASH_BLOCK_BYTES = 1 << 20
+SUPPORTED_DATASETS = ('lfw', 'celeb_a')
 
 SourceFile = collections.namedtuple('SourceFile', 'filename url size sha256')
 SourceFile.__doc__ = """One file that a builder downloads.
@@ -168,17 +167,10 @@ def source_files(name):
       key=lambda source: source.filename or '')
 
 
-def _sha256(path):
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    while block := f.read(_HASH_BLOCK_BYTES):
-      digest.update(block)
-  return digest.hexdigest()
-
 
 def _verify(name, source, path):
   """Raises ChecksumMismatchError when ``path`` is not the registered file."""
-  actual = _sha256(path)
+  actual = files.sha256_of_file(path)
   if actual != source.sha256:
     size = os.path.getsize(path)
     raise ChecksumMismatchError(

@@ -27,6 +27,7 @@ _FORMATS = {'import-torch': ('torch', 'an arcface_torch .pt (a backbone '
 
 def _import(command, args):
   from facejax import models  # pylint: disable=import-outside-toplevel
+  from facejax.models import counting  # pylint: disable=import-outside-toplevel
   from facejax.interop import importers  # pylint: disable=import-outside-toplevel
   from facejax.interop import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   source_format = _FORMATS[command][0]
@@ -38,7 +39,8 @@ def _import(command, args):
                     args.compute_dtype)
   model = models.get(conversion.name, **conversion.kwargs)
   print(f'{type(model).__name__} ({conversion.name}, '
-        f'{workdir_lib.parameter_count(conversion.variables):,} parameters, '
+        f'{counting.count_parameters(conversion.variables["params"]):,} '
+        'parameters, '
         f'{conversion.image_size}x{conversion.image_size} input, '
         f'{conversion.kwargs.get("embedding_dim")}-d embedding) written to '
         f'{args.workdir} (step {workdir_lib.IMPORT_STEP}), read back '

@@ -9,7 +9,6 @@ weights, no optimizer state): to fine-tune, start a run with
 ``init_from`` set to this directory.
 """
 
-import hashlib
 import os
 
 import jax
@@ -19,19 +18,12 @@ import numpy as np
 
 from facejax import inference
 from facejax import sharding
+from facejax.data import files
 from facejax.interop.errors import ConversionError
 from facejax.training import checkpoint
 from facejax.training import run_directory
 
 IMPORT_STEP = 0
-
-
-def file_sha256(path, chunk=1 << 20):
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(chunk), b''):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def config_of(conversion, source, source_format, compute_dtype='float32'):
@@ -44,7 +36,7 @@ def config_of(conversion, source, source_format, compute_dtype='float32'):
   config.loss = dict(name='imported')  # trained elsewhere: no objective
   config.imported = dict(
       format=source_format, file=os.path.abspath(source),
-      sha256=file_sha256(source), notes=list(conversion.notes))
+      sha256=files.sha256_of_file(source), notes=list(conversion.notes))
   return config
 
 
@@ -81,11 +73,6 @@ def write(workdir, conversion, source, source_format,
     raise ConversionError(f'{workdir}: the checkpoint does not read back '
                           'as written')
   return config
-
-
-def parameter_count(variables):
-  return int(sum(np.size(leaf) for leaf in jax.tree.leaves(
-      variables['params'])))
 
 
 def float32_copy(config):

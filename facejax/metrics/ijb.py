@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from facejax import sharding
+from facejax.metrics import verification
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 RANKS = (1, 5, 10)
@@ -194,41 +195,9 @@ def acceptance_threshold(negative_scores, rate):
   return float(negatives[k]) if k < len(negatives) else -np.inf
 
 
-def roc_curve(scores, labels):
-  """(fpr, tpr, thresholds) at every distinct score, highest first: the
-  rates of pairs scoring at least each threshold."""
-  scores = np.asarray(scores, np.float64)
-  labels = np.asarray(labels, bool)
-  order = np.argsort(-scores, kind='stable')
-  scores, labels = scores[order], labels[order]
-  last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
-  true_accepts = np.cumsum(labels)[last]
-  false_accepts = (last + 1) - true_accepts
-  return (false_accepts / max(1, (~labels).sum()),
-          true_accepts / max(1, labels.sum()), scores[last])
-
-
-def area_under_roc(scores, labels):
-  """ROC AUC: the probability that a genuine pair outscores an impostor
-  (ties count half), by ranks (Mann-Whitney U)."""
-  scores = np.asarray(scores, np.float64)
-  labels = np.asarray(labels, bool)
-  order = np.argsort(scores, kind='stable')
-  ranks = np.empty(len(scores))
-  sorted_scores = scores[order]
-  starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
-  ends = np.r_[starts[1:], len(scores)]
-  average = (starts + ends + 1) / 2.0  # 1-based mean rank of each tie run
-  ranks[order] = np.repeat(average, ends - starts)
-  positives, negatives = labels.sum(), (~labels).sum()
-  if not positives or not negatives:
-    return float('nan')
-  u = ranks[labels].sum() - positives * (positives + 1) / 2.0
-  return float(u / (positives * negatives))
-
-
 def tar_at_far(scores, labels, fars=FARS):
-  """{'tar_at_far': {far: tar}, 'auc': float, 'roc': (fpr, tpr, thr)}.
+  """{'tar_at_far': {far: tar}, 'auc': float, 'roc': (fpr, tpr, thr)}, the
+  AUC and ROC those of :mod:`facejax.metrics.verification`.
 
   Exact TAR at each FAR (module docstring): a genuine pair counts when its
   score is strictly above :func:`acceptance_threshold` of the impostor
@@ -249,8 +218,9 @@ def tar_at_far(scores, labels, fars=FARS):
   for far in fars:
     threshold = acceptance_threshold(impostor, far)
     tars[far] = float(np.mean(genuine > threshold))
-  return dict(tar_at_far=tars, auc=area_under_roc(scores, labels),
-              roc=roc_curve(scores, labels))
+  return dict(tar_at_far=tars,
+              auc=verification.area_under_roc(scores, labels),
+              roc=verification.roc_curve(scores, labels))
 
 
 @functools.lru_cache(maxsize=None)

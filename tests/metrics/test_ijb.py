@@ -184,12 +184,13 @@ def test_achieved_far_never_exceeds_the_target():
     assert np.mean(impostors > threshold) <= far
 
 
-def test_roc_curve_points():
-  fpr, tpr, thresholds = ijb.roc_curve([0.9, 0.8, 0.8, 0.1],
-                                       [True, False, True, False])
-  np.testing.assert_allclose(thresholds, [0.9, 0.8, 0.1])
-  np.testing.assert_allclose(tpr, [0.5, 1.0, 1.0])
-  np.testing.assert_allclose(fpr, [0.0, 0.5, 1.0])
+def test_roc_points():
+  result = ijb.tar_at_far([0.9, 0.8, 0.8, 0.1], [True, False, True, False],
+                          (0.5,))
+  fpr, tpr, _ = result['roc']
+  # Nothing accepted, then each distinct score: the ties at 0.8 one point.
+  np.testing.assert_allclose(tpr, [0.0, 0.5, 1.0, 1.0])
+  np.testing.assert_allclose(fpr, [0.0, 0.0, 0.5, 1.0])
 
 
 def test_tar_at_far_refuses_one_sided_input():
