@@ -109,11 +109,12 @@ def main(argv=None):
             f'{", ..." if len(evaluator.pair_set.undetected) > 5 else ""}')
   evaluators += [verification.Evaluator(bin=path, metric=args.metric)
                  for path in args.bin]
-  if args.synthetic:
-    evaluators.append(verification.Evaluator(pairs=args.synthetic,
-                                             metric=args.metric))
   embedder = inference.Embedder.from_workdir(
       args.checkpoint, args.step, batch_size=args.batch_size)
+  if args.synthetic:  # drawn at the model's input side
+    evaluators.append(verification.Evaluator(
+        pairs=args.synthetic, metric=args.metric,
+        image_size=embedder.image_size))
   _, table, json_path, png_path = run(
       embedder, evaluators, args.out, args.flip, args.baseline)
   print(table)

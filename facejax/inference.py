@@ -134,12 +134,12 @@ def embed_source(embed, variables, source, mesh, batch_size, image_size,
       of the two views), e.g. for a head trained on them.
   """
   features = None
-  batches = pipeline.eval_dataset(source, batch_size, image_size=image_size,
+  batches = pipeline.eval_batches(source, batch_size, image_size=image_size,
                                   flip=flip)
   batch_sharding = sharding.batch_sharding(mesh)
   params, batch_stats = variables['params'], variables['batch_stats']
   done = 0
-  for batch in batches.as_numpy_iterator():
+  for batch in batches:
     views = dict(image=batch['image'])
     if flip:
       views['flipped'] = batch['image_flipped']
@@ -240,9 +240,9 @@ def raw_pixel_features(source, image_size, batch_size=DEFAULT_BATCH_SIZE):
   """
   rows = np.zeros((source.num_examples, image_size * image_size * 3),
                   np.float32)
-  batches = pipeline.eval_dataset(source, batch_size, image_size=image_size,
+  batches = pipeline.eval_batches(source, batch_size, image_size=image_size,
                                   process=pipeline.ProcessShard(0, 1))
-  for batch in batches.as_numpy_iterator():
+  for batch in batches:
     mask = batch['mask']
     rows[batch['index'][mask]] = batch['image'][mask].reshape(mask.sum(), -1)
   rows -= rows.mean(axis=0, dtype=np.float64).astype(np.float32)

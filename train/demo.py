@@ -18,6 +18,10 @@
 Training identities and evaluation identities never overlap (synthetic
 identities from 0 for training, from 100,000 for pairs, 200,000 for
 probes and 300,000 for distractors).
+
+The jobs run with :mod:`facejax.cpu_host`'s settings (one XLA CPU device
+per core, tcmalloc when the system has it; ``--no-cpu-settings``: as
+they are), which only matter where there is no accelerator.
 """
 
 import argparse
@@ -29,14 +33,15 @@ import time
 
 from eval import report
 from facejax import command_line
+from facejax import cpu_host
 
 DEFAULT_CONFIG = os.path.join('train', 'configs', 'default.py')
 
 
-def _run(command, what):
+def _run(command, what, environ=None):
   print(f'\n== {what}\n$ {" ".join(command)}', flush=True)
   began = time.perf_counter()
-  finished = subprocess.run(command, check=False)
+  finished = subprocess.run(command, check=False, env=environ)
   if finished.returncode:
     raise RuntimeError(f'{what} failed (exit {finished.returncode}): '
                        f'{" ".join(command)}')
@@ -76,20 +81,31 @@ def main(argv=None):
   parser.add_argument('--distractors', type=int, default=5_000)
   parser.add_argument('--probe-identities', type=int, default=80)
   parser.add_argument('--probe-images', type=int, default=10)
+  parser.add_argument('--no-cpu-settings', action='store_true',
+                      help="run the jobs without facejax.cpu_host's "
+                      'settings (one device per CPU core, tcmalloc)')
   args = parser.parse_args(argv)
   python = sys.executable
+  environ = None
+  if not args.no_cpu_settings:
+    changes = cpu_host.environment()
+    environ = dict(os.environ, **changes)
+    if changes:
+      print('CPU settings for the jobs (facejax.cpu_host; no effect on an '
+            'accelerator): ' + ' '.join(f'{k}={v}' for k, v
+                                        in changes.items()), flush=True)
   out = os.path.join(args.workdir, 'eval')
   began = time.perf_counter()
   try:
     train_seconds = _run(
         [python, '-m', 'train', '--config', args.config, '--workdir',
          args.workdir] + [f'--config.{o}' for o in args.override],
-        'training (resumes if interrupted)')
+        'training (resumes if interrupted)', environ)
     eval_seconds = _run(
         [python, '-m', 'eval.lfw', '--checkpoint', args.workdir,
          '--synthetic', str(args.pairs), '--baseline', '--out', out],
         'verification on held-out identities (separate job, restores the '
-        'checkpoint)')
+        'checkpoint)', environ)
     sizes = sorted({s for s in (10, 100, 1000, 10_000, args.distractors)
                     if s <= args.distractors})
     eval_seconds += _run(
@@ -98,7 +114,8 @@ def main(argv=None):
          str(args.distractors), '--synthetic-identities',
          str(args.probe_identities), '--synthetic-images',
          str(args.probe_images), '--sizes', ','.join(map(str, sizes)),
-         '--out', out], 'MegaFace-style identification (separate job)')
+         '--out', out], 'MegaFace-style identification (separate job)',
+        environ)
   except RuntimeError as e:
     return command_line.report(e)
   with open(os.path.join(out, 'verification.json'), encoding='utf-8') as f:

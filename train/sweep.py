@@ -71,7 +71,7 @@ def main(argv=None):
   if unknown:
     parser.error(f'unknown losses {unknown}; choose from '
                  f'{", ".join(sweep_configs.LOSSES)}')
-  pairs = verification.Evaluator(pairs=args.pairs)  # drawn now
+  pairs = {}  # by image size: drawn once, at the models' input side
   probe_source, probe_ids, distractor_source = None, None, None
   rows, results = [], {}
   for loss in losses:
@@ -94,7 +94,12 @@ def main(argv=None):
         probe_source, probe_ids, distractor_source = megaface.synthetic_sets(
             args.probe_identities, args.probe_images, args.distractors,
             image_size=config.data.image_size)
-      result, rank1 = evaluate_run(workdir, pairs, probe_source, probe_ids,
+      size = config.data.image_size
+      if size not in pairs:
+        pairs[size] = verification.Evaluator(pairs=args.pairs,
+                                             image_size=size)
+      result, rank1 = evaluate_run(workdir, pairs[size], probe_source,
+                                   probe_ids,
                                    distractor_source)
       losses_seen = [h['loss'] for h in report.read_jsonl(
           os.path.join(workdir, 'metrics.jsonl'))]

@@ -425,17 +425,21 @@ class InMemory(_RandomAccess):
 
 
 def synthetic_source(num_identities, images_per_identity, seed=0,
-                     first_identity=0):
+                     first_identity=0, image_size=None):
   """The embedded synthetic identity dataset as an :class:`InMemory`.
 
   Identities ``first_identity ...`` of :mod:`facejax.data.synthetic` get
   labels ``0 ...`` here; use ``first_identity=synthetic.EVAL_FIRST_IDENTITY``
-  for held-out identities.
+  for held-out identities. The faces are drawn at ``image_size`` (default
+  ``synthetic.IMAGE_SIZE``, 112): draw them at the model's input side, so
+  that no pixel is drawn only to be resized away, and the pipelines pass
+  them through as they are.
   """
   from facejax.data import synthetic  # pylint: disable=g-import-not-at-top
   images, identities = synthetic.generate(
       num_identities, images_per_identity, seed=seed,
-      first_identity=first_identity)
+      first_identity=first_identity,
+      image_size=image_size or synthetic.IMAGE_SIZE)
   names = [synthetic.identity_name(first_identity + i)
            for i in range(num_identities)]
   return InMemory(images, identities - first_identity, names,

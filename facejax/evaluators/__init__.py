@@ -62,18 +62,26 @@ def entries(config):
   """Every :class:`Entry` of ``config``, in order: config.eval's
   verification (when ``eval.every`` > 0), then ``config.evals``'s.
 
+  Synthetic pairs are drawn at the model's input side
+  (``config.data.image_size``) unless the entry gives ``image_size``.
   Reads nothing: the config checks call it before any data is read.
   """
   old = config.get('eval', {})
+  image_size = config.get('data', {}).get('image_size')
   found = []
   if old.get('every'):
     arguments = (dict(bin=old.bin) if old.get('bin')
                  else dict(pairs=old.pairs, seed=old.get('seed', 0)))
+    if arguments.get('pairs') and image_size:
+      arguments['image_size'] = image_size
     found.append(Entry(LEGACY_NAME, DEFAULT_TYPE, old.every, 'verification_',
                        old.get('batch_size'),
                        dict(arguments, metrics=('accuracy',))))
   for name, entry in config.get('evals', {}).items():
     arguments = dict(entry)
+    if (arguments.get('type', DEFAULT_TYPE) == 'verification'
+        and arguments.get('pairs') and image_size):
+      arguments.setdefault('image_size', image_size)
     found.append(Entry(
         name, arguments.pop('type', DEFAULT_TYPE), arguments.pop('every', 0),
         arguments.pop('prefix', f'{name}/'),

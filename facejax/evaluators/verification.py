@@ -7,7 +7,9 @@
 The pair set is one of
 
 * ``pairs=N``: N pairs of held-out synthetic identities (never seen in
-  training; ``seed`` draws them), ten consecutive folds;
+  training; ``seed`` draws them, at ``image_size``: the model's input
+  side, which the config's evaluators get from ``config.data``), ten
+  consecutive folds;
 * ``bin=PATH``: an insightface ``.bin`` set (lfw, cfp_fp, agedb_30, ...),
   ten consecutive folds as they are written;
 * ``pairs_file=PATH, data=FOLDER``: LFW's ``pairs.txt`` over its image
@@ -134,11 +136,12 @@ def bin_pairs(path):
   return PairSet(name, source, first, second, issame)
 
 
-def synthetic_pairs(num_pairs, seed=0):
+def synthetic_pairs(num_pairs, seed=0, image_size=None):
   """Pairs of held-out synthetic identities (never seen in training): the
-  first images of the pairs, then the second ones, in one source."""
-  images_a, images_b, issame = synthetic.verification_pairs(num_pairs,
-                                                            seed=seed)
+  first images of the pairs, then the second ones, in one source, drawn at
+  ``image_size`` (default ``synthetic.IMAGE_SIZE``)."""
+  images_a, images_b, issame = synthetic.verification_pairs(
+      num_pairs, seed=seed, image_size=image_size or synthetic.IMAGE_SIZE)
   source = sources.InMemory(np.concatenate([images_a, images_b]),
                             np.zeros(2 * num_pairs, np.int32),
                             name='held-out synthetic pairs')
@@ -169,6 +172,7 @@ class Evaluator:
   # them; check_config relates them.
   RULES = (('pairs', config_rules.integer(0)),
            ('seed', config_rules.integer(0)),
+           ('image_size', config_rules.integer(8)),
            ('bin', config_rules.STRING),
            ('pairs_file', config_rules.STRING),
            ('data', config_rules.STRING),
@@ -179,13 +183,14 @@ class Evaluator:
                    name in METRICS for name in value))))
 
   def __init__(self, pairs=0, seed=0, bin='', pairs_file='', data='',  # pylint: disable=redefined-builtin
-               metric='cosine', metrics=None, detector=None):
+               metric='cosine', metrics=None, detector=None,
+               image_size=None):
     if bin:
       self.pair_set = bin_pairs(bin)
     elif pairs_file:
       self.pair_set = lfw_pairs(pairs_file, data, detector)
     else:
-      self.pair_set = synthetic_pairs(pairs, seed)
+      self.pair_set = synthetic_pairs(pairs, seed, image_size)
     self.name = self.pair_set.name
     self.metric = metric
     self.metrics = tuple(metrics or METRICS)

@@ -76,15 +76,16 @@ class Run:
 
 
 def training_source(data_config):
-  """The training source of ``config.data``: synthetic, an attribute
-  dataset's train split (:mod:`facejax.data.attribute_sources`), or a
-  path."""
+  """The training source of ``config.data``: synthetic (drawn at
+  ``image_size``), an attribute dataset's train split
+  (:mod:`facejax.data.attribute_sources`), or a path."""
   if attribute_sources.is_attribute_dataset(data_config.source):
     return attribute_sources.open_split(data_config, 'train')
   if data_config.source == 'synthetic':
     s = data_config.synthetic
     return sources.synthetic_source(s.num_identities, s.images_per_identity,
-                                    seed=s.seed)
+                                    seed=s.seed,
+                                    image_size=data_config.image_size)
   return sources.open_source(data_config.source,
                              landmarks_file=data_config.get('landmarks_file')
                              or None)

@@ -317,6 +317,51 @@ def test_eval_covers_every_example_once(memory_source, count, batch):
   assert sorted(seen) == list(range(n))
 
 
+@pytest.mark.parametrize('count,batch,flip,attributes', [
+    (1, 5, True, False), (1, 24, False, True), (2, 6, True, True),
+    (3, 9, False, False)])
+def test_eval_batches_of_arrays_are_the_tf_data_batches(count, batch, flip,
+                                                         attributes):
+  """eval_batches' numpy path for in-memory arrays at the output size:
+  the same keys, dtypes, values (bit for bit), padding and masks as
+  eval_dataset, on every process."""
+  rng = np.random.default_rng(count)
+  images = rng.integers(0, 256, (23, SIZE, SIZE, 3), np.uint8)
+  labels = rng.integers(0, 4, 23)
+  extra = {}
+  if attributes:
+    extra = dict(attributes=rng.integers(0, 2, (23, 3)).astype(bool),
+                 attribute_names=['a', 'b', 'c'])
+  source = sources.InMemory(images, labels, **extra)
+  for index in range(count):
+    expected = list(pipeline.eval_dataset(
+        source, batch, image_size=SIZE, process=one(index, count),
+        flip=flip).as_numpy_iterator())
+    got = list(pipeline.eval_batches(source, batch, image_size=SIZE,
+                                     process=one(index, count), flip=flip))
+    assert not hasattr(pipeline.eval_batches(
+        source, batch, image_size=SIZE, process=one(index, count)),
+                       'element_spec')  # not a tf.data.Dataset
+    assert len(got) == len(expected)
+    for mine, theirs in zip(got, expected):
+      assert sorted(mine) == sorted(theirs)
+      for key in theirs:
+        assert mine[key].dtype == theirs[key].dtype, key
+        np.testing.assert_array_equal(mine[key], theirs[key], err_msg=key)
+
+
+def test_eval_batches_of_other_sizes_go_through_tf_data(memory_source):
+  """Arrays of another size are resized by tf.data, as eval_dataset does."""
+  got = list(pipeline.eval_batches(memory_source, 8, image_size=SIZE + 4,
+                                   process=one()))
+  expected = list(pipeline.eval_dataset(memory_source, 8,
+                                        image_size=SIZE + 4,
+                                        process=one()).as_numpy_iterator())
+  assert got[0]['image'].shape[1:3] == (SIZE + 4, SIZE + 4)
+  for mine, theirs in zip(got, expected):
+    np.testing.assert_array_equal(mine['image'], theirs['image'])
+
+
 def test_eval_masks_corrupt_images(folder):
   root, numbers, broken = folder
   source = sources.ImageFolder(root)

@@ -11,7 +11,8 @@ def test_config_eval_is_one_verification_recording_its_accuracy():
   entry, = evaluators.entries(config)
   assert entry == evaluators.Entry(
       'verification', 'verification', 2, 'verification_', 16,
-      dict(pairs=40, seed=5, metrics=('accuracy',)))
+      dict(pairs=40, seed=5, image_size=config.data.image_size,
+           metrics=('accuracy',)))
   assert evaluators.metric_modes(config) == {'verification_accuracy': 'max'}
   assert evaluators.best_metric(config) == ('verification_accuracy', 'max')
   config.eval.bin = 'lfw.bin'
@@ -45,3 +46,16 @@ def test_config_evals_each_with_its_period_and_prefix():
       'held_out/eer': 'min'}
   config.best_metric = 'held_out/eer'
   assert evaluators.best_metric(config) == ('held_out/eer', 'min')
+
+
+def test_synthetic_pairs_are_drawn_at_the_models_input_side():
+  """Held-out synthetic pairs come at config.data.image_size (no pixel
+  drawn to be resized away), unless an entry gives its own image_size."""
+  config = tiny_config(**{'eval.every': 2, 'data.image_size': 24})
+  config.evals = ml_collections.ConfigDict(dict(
+      same=dict(pairs=20, every=2),
+      own=dict(pairs=20, every=2, image_size=40)))
+  built = evaluators.from_config(config)
+  sizes = {entry.name: evaluator.pair_set.source.images.shape[1:3]
+           for entry, evaluator in built}
+  assert sizes == dict(verification=(24, 24), same=(24, 24), own=(40, 40))
