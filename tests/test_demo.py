@@ -35,6 +35,11 @@ def test_demo_trains_checkpoints_evaluates_and_reports(tmp_path, capsys):
     assert 0 <= rank1 <= 1
   for path in report['files'].values():
     assert os.path.exists(path), path
-  assert set(report['seconds']) == {'train', 'evaluate', 'total'}
+  seconds = report['seconds']
+  assert set(seconds) == {'train', 'verification', 'identification',
+                          'evaluate', 'total'}
+  assert seconds['evaluate'] == (seconds['verification']
+                                 + seconds['identification'])
+  assert seconds['total'] >= seconds['train'] + seconds['evaluate']
   with open(workdir / 'config.json', encoding='utf-8') as f:
     assert json.load(f)['seed'] == 1  # the override reached training
