@@ -1,7 +1,8 @@
 """The default: a small IResNet with ArcFace on the embedded synthetic data.
 
-Trains in about 5 minutes on 2 CPU cores and verifies held-out synthetic
-identities far above the raw-pixel baseline (see the README).
+Trains in about 100 s on 2 CPU cores (with facejax.cpu_host's settings, as
+make demo runs it) and verifies held-out synthetic identities far above the
+raw-pixel baseline (see the README).
 
     python -m train --config train/configs/default.py --workdir runs/default
 """
