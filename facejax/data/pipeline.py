@@ -549,12 +549,8 @@ def eval_dataset(source, global_batch_size, *, image_size=None, align=None,
   skipped = skipped if skipped is not None else SkippedImages()
   align = _wants_alignment(source, align)
   batch = local_batch_size(global_batch_size, process)
-  total = source.num_examples
-  # Balanced contiguous blocks, padded to the same number of batches.
-  start = process.index * total // process.count
-  stop = (process.index + 1) * total // process.count
+  start, stop, per_process = _eval_block(source.num_examples, batch, process)
   real = stop - start
-  per_process = -(-(-(-total // process.count)) // batch) * batch
   if isinstance(source, sources.TFRecords):
     examples = source.records(
         [s.path for s in source.shards],
@@ -591,6 +587,16 @@ def eval_dataset(source, global_batch_size, *, image_size=None, align=None,
       AUTOTUNE), True)
 
 
+def _eval_block(total, batch, process):
+  """(start, stop, padded length) of this process's contiguous block of the
+  ``total`` examples: balanced blocks, padded to the same whole number of
+  ``batch``-sized batches on every process."""
+  start = process.index * total // process.count
+  stop = (process.index + 1) * total // process.count
+  per_process = -(-(-(-total // process.count)) // batch) * batch
+  return start, stop, per_process
+
+
 def eval_batches(source, global_batch_size, *, image_size=None, align=None,
                  process=None, skipped=None, flip=False,
                  max_pixels=DEFAULT_MAX_PIXELS):
@@ -607,9 +613,8 @@ def eval_batches(source, global_batch_size, *, image_size=None, align=None,
   """
   process = process or current_process()
   size = image_size or DEFAULT_IMAGE_SIZE
-  images = getattr(source, 'images', None)
   if (isinstance(source, sources.InMemory) and not align
-      and images.shape[1:3] == (size, size)):
+      and source.images.shape[1:3] == (size, size)):
     return _array_batches(source, local_batch_size(global_batch_size,
                                                    process), process, flip)
   return eval_dataset(source, global_batch_size, image_size=image_size,
@@ -619,10 +624,7 @@ def eval_batches(source, global_batch_size, *, image_size=None, align=None,
 
 def _array_batches(source, batch, process, flip):
   """:func:`eval_batches` of an in-memory source at the output size."""
-  total = source.num_examples
-  start = process.index * total // process.count
-  stop = (process.index + 1) * total // process.count
-  per_process = -(-(-(-total // process.count)) // batch) * batch
+  start, stop, per_process = _eval_block(source.num_examples, batch, process)
   for first in range(start, start + per_process, batch):
     last = min(first + batch, stop)  # real examples: [first, last)
     real = max(last - first, 0)
